@@ -1,0 +1,38 @@
+package filter
+
+import "github.com/cilium/ebpf/asm"
+
+// Source is how generated filter code reaches the packet it examines. The
+// filter never touches memory itself: every program kind supplies its own
+// Source (tracing programs copy from skb->head with bpf_probe_read_kernel;
+// direct-packet-access programs bounds-check against data_end), so the same
+// filter instructions serve every probe.
+//
+// Register contract, shared by the filter and every Source:
+//   - R6 holds the program context. The caller sets it; nobody else writes it.
+//   - R7 belongs to the Source (for example a pointer to the network header,
+//     set in Setup). The filter never writes it.
+//   - R8 and R9 belong to the filter. A Source never writes them.
+//   - R0-R5 are scratch: any Source method may clobber them.
+//
+// Every method that can fail jumps to reject; otherwise it falls through.
+type Source interface {
+	// Ethertype leaves the packet's link-layer protocol (skb->protocol, an
+	// ETH_P_* value) in dst exactly as it is stored in memory, that is in
+	// network byte order, zero-extended.
+	Ethertype(dst asm.Register, reject string) asm.Instructions
+
+	// Ifindex leaves the index of the packet's network device in dst.
+	Ifindex(dst asm.Register, reject string) asm.Instructions
+
+	// Setup runs once, after the Ethertype check and before the first
+	// Fetch, for whatever state Fetch needs (it may write R7).
+	Setup(reject string) asm.Instructions
+
+	// Fetch makes size bytes of the packet, starting off bytes past the
+	// network header, readable at [dst+0, dst+size) with asm.LoadMem. off is
+	// a register holding a non-negative scalar that the filter has bounded.
+	// Bytes outside the packet's linear data, or that cannot be read, jump
+	// to reject. dst must be one of R0-R5.
+	Fetch(dst, off asm.Register, size int32, reject string) asm.Instructions
+}

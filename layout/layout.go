@@ -1,0 +1,242 @@
+// Package layout is the one place where facts about the running kernel's
+// memory layout enter skbstat: sk_buff and net_device field offsets,
+// tracepoint argument positions, pointer size and byte order. Every BPF
+// program generator takes them from a Layout and assumes none of them.
+//
+// A Layout is filled from kernel BTF where the kernel has it, or from an
+// external BTF file; kernels without BTF (32-bit routers, s390x) get one from
+// such a file.
+package layout
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf/btf"
+)
+
+// Field is the position of a struct member: its byte offset and its size in
+// bytes (1, 2, 4 or 8).
+type Field struct {
+	Offset uint32
+	Size   uint32
+}
+
+// SkBuff holds the struct sk_buff members skbstat reads.
+type SkBuff struct {
+	Head, Data      Field // unsigned char * (pointer-sized)
+	Len, DataLen    Field // unsigned int; linear length is Len-DataLen
+	Protocol        Field // __be16, ETH_P_* in network byte order
+	NetworkHeader   Field // offset from Head
+	TransportHeader Field // offset from Head
+	Dev             Field // struct net_device *
+}
+
+// NetDevice holds the struct net_device members skbstat reads.
+type NetDevice struct {
+	Ifindex Field
+}
+
+// Layout describes the running kernel.
+type Layout struct {
+	ByteOrder   binary.ByteOrder // the kernel's, for instruction immediates
+	PointerSize int              // 4 or 8
+	SkBuff      SkBuff
+	NetDevice   NetDevice
+
+	// spec answers the lookups made after construction (tracepoints,
+	// functions, drop reasons). Types are decoded on demand, so keeping it
+	// costs only the raw BTF.
+	spec *btf.Spec
+}
+
+// errNoBTF is returned by lookups on a Layout that was not built from BTF.
+var errNoBTF = errors.New("layout has no BTF")
+
+// Kernel returns the running kernel's Layout from its BTF.
+func Kernel() (*Layout, error) {
+	spec, err := btf.LoadKernelSpec()
+	if errors.Is(err, btf.ErrNotSupported) {
+		return nil, fmt.Errorf("kernel has no BTF (/sys/kernel/btf/vmlinux), pass --btf FILE: %w", err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load kernel BTF: %w", err)
+	}
+	return FromBTF(spec)
+}
+
+// FromFile returns a Layout from an external BTF file describing the running
+// kernel, for kernels that do not expose their own: raw BTF (a copy of
+// /sys/kernel/btf/vmlinux) or an ELF vmlinux with a .BTF section.
+func FromFile(path string) (*Layout, error) {
+	spec, err := btf.LoadSpec(path)
+	if errors.Is(err, btf.ErrNotFound) {
+		return nil, fmt.Errorf("BTF file %s: ELF has no .BTF section (need a vmlinux built with CONFIG_DEBUG_INFO_BTF, or raw BTF): %w", path, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("BTF file %s: %w", path, err)
+	}
+	l, err := FromBTF(spec)
+	if err != nil {
+		return nil, fmt.Errorf("BTF file %s: %w", path, err)
+	}
+	return l, nil
+}
+
+// FromBTF returns the Layout that spec describes. The byte order is the
+// machine's: skbstat runs on the kernel it probes.
+func FromBTF(spec *btf.Spec) (*Layout, error) {
+	ptrSize, err := pointerSize(spec)
+	if err != nil {
+		return nil, err
+	}
+	l := &Layout{ByteOrder: binary.NativeEndian, PointerSize: ptrSize, spec: spec}
+
+	skb := SkBuff{}
+	err = l.fillStruct("sk_buff", []wantedMember{
+		{"head", &skb.Head},
+		{"data", &skb.Data},
+		{"len", &skb.Len},
+		{"data_len", &skb.DataLen},
+		{"protocol", &skb.Protocol},
+		{"network_header", &skb.NetworkHeader},
+		{"transport_header", &skb.TransportHeader},
+		{"dev", &skb.Dev},
+	})
+	if err != nil {
+		return nil, err
+	}
+	dev := NetDevice{}
+	if err := l.fillStruct("net_device", []wantedMember{{"ifindex", &dev.Ifindex}}); err != nil {
+		return nil, err
+	}
+	l.SkBuff, l.NetDevice = skb, dev
+	return l, nil
+}
+
+// pointerSize is the size of unsigned long, which the kernel keeps equal to a
+// pointer's. BTF pointers carry no size of their own.
+func pointerSize(spec *btf.Spec) (int, error) {
+	// pahole names the type as GCC's DWARF does, clang-built BTF as C does.
+	for _, name := range []string{"long unsigned int", "unsigned long"} {
+		var ulong *btf.Int
+		err := spec.TypeByName(name, &ulong)
+		if errors.Is(err, btf.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("pointer size: %w", err)
+		}
+		if ulong.Size != 4 && ulong.Size != 8 {
+			return 0, fmt.Errorf("pointer size: %s has size %d", name, ulong.Size)
+		}
+		return int(ulong.Size), nil
+	}
+	return 0, errors.New("pointer size: BTF has no unsigned long type")
+}
+
+// typeByName is btf.Spec.TypeByName on l's BTF.
+func (l *Layout) typeByName(name string, typ any) error {
+	if l.spec == nil {
+		return errNoBTF
+	}
+	return l.spec.TypeByName(name, typ)
+}
+
+// wantedMember names a struct member and where to store its position.
+type wantedMember struct {
+	name  string
+	field *Field
+}
+
+// fillStruct stores the position of each of members of struct name.
+func (l *Layout) fillStruct(name string, members []wantedMember) error {
+	var s *btf.Struct
+	if err := l.typeByName(name, &s); err != nil {
+		return fmt.Errorf("struct %s: %w", name, err)
+	}
+	for _, m := range members {
+		f, err := l.member(s, m.name)
+		if err != nil {
+			return err
+		}
+		*m.field = f
+	}
+	return nil
+}
+
+// member returns the position of a member of s that a BPF program loads: a
+// whole integer, enum or pointer, possibly nested in anonymous structs and
+// unions.
+func (l *Layout) member(s *btf.Struct, name string) (Field, error) {
+	m, bits, ok := findMember(s.Members, name)
+	if !ok {
+		return Field{}, fmt.Errorf("struct %s has no member %s", s.Name, name)
+	}
+	if m.BitfieldSize != 0 || bits%8 != 0 {
+		return Field{}, fmt.Errorf("struct %s member %s is a bitfield, which a load cannot read", s.Name, name)
+	}
+	size, err := l.loadSize(m.Type)
+	if err != nil {
+		return Field{}, fmt.Errorf("struct %s member %s: %w", s.Name, name, err)
+	}
+	return Field{Offset: bits.Bytes(), Size: size}, nil
+}
+
+// findMember finds name among members and, recursively, among the members of
+// anonymous structs and unions, which C names as if they were the parent's
+// (anonymous unions, struct_group). The offset is in bits from the start of
+// members' struct.
+func findMember(members []btf.Member, name string) (btf.Member, btf.Bits, bool) {
+	for _, m := range members {
+		if m.Name == name {
+			return m, m.Offset, true
+		}
+		if m.Name != "" {
+			continue
+		}
+		var inner []btf.Member
+		switch t := btf.UnderlyingType(m.Type).(type) {
+		case *btf.Struct:
+			inner = t.Members
+		case *btf.Union:
+			inner = t.Members
+		}
+		if found, offset, ok := findMember(inner, name); ok {
+			return found, m.Offset + offset, true
+		}
+	}
+	return btf.Member{}, 0, false
+}
+
+// loadSize is the size in bytes of a value of type t that a BPF load reads.
+// Pointers take the kernel's pointer size, not the 8 bytes btf.Sizeof assumes.
+func (l *Layout) loadSize(t btf.Type) (uint32, error) {
+	var size uint32
+	switch t := btf.UnderlyingType(t).(type) {
+	case *btf.Pointer:
+		size = uint32(l.PointerSize)
+	case *btf.Int:
+		size = t.Size
+	case *btf.Enum:
+		size = t.Size
+	default:
+		return 0, fmt.Errorf("type %v is not an integer, enum or pointer", t)
+	}
+	switch size {
+	case 1, 2, 4, 8:
+		return size, nil
+	}
+	return 0, fmt.Errorf("size %d cannot be loaded", size)
+}
+
+// isPointerTo reports whether t is a pointer to struct name.
+func isPointerTo(t btf.Type, name string) bool {
+	ptr, ok := btf.As[*btf.Pointer](t)
+	if !ok {
+		return false
+	}
+	s, ok := btf.As[*btf.Struct](ptr.Target)
+	return ok && s.Name == name
+}

@@ -1,0 +1,242 @@
+// Command skbstat shows where in the kernel packets go, and where and why
+// they are dropped: every interval it prints, for the packets that match a
+// filter, how often each kernel receive and send routine saw them, and the
+// kernel stacks (and drop reasons) at which they were consumed or dropped.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf/rlimit"
+	"github.com/urfave/cli/v2"
+	"github.com/vishvananda/netlink"
+
+	"github.com/skbstat/skbstat/filter"
+	"github.com/skbstat/skbstat/layout"
+	"github.com/skbstat/skbstat/progs"
+)
+
+const examples = `examples:
+    skbstat                               # dump kernel skb drop backtraces (default)
+    skbstat --no_drop                     # do not dump kernel skb drop backtraces
+    skbstat --input                       # dump kernel skb input backtraces
+    skbstat --output                      # dump kernel skb output backtraces
+    skbstat --consume                     # dump kernel skb consume routines
+    skbstat -s 10.0.0.1                   # only trace packet comming from 10.0.0.1
+    skbstat -N 10.0.0.1                   # only trace packet comming from or going to 10.0.0.1
+    skbstat -N 1000::1                    # only trace packet comming from or going to 1000::1
+    skbstat -p tcp                        # only trace TCP packet
+    skbstat -p tcp -D 80                  # only trace input HTTP packet
+    skbstat -p tcp -P 80                  # only trace input or output HTTP packet
+    skbstat -I eth0 -c 5 -i 1             # packets on eth0, five 1-second intervals`
+
+// Exit statuses.
+const (
+	exitRuntime = 1
+	exitUsage   = 2
+)
+
+func main() {
+	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	app := &cli.App{
+		Name:            "skbstat",
+		Usage:           "Trace skb event (input/output/consume/drop) of the kernel.",
+		UsageText:       "skbstat [options]",
+		Description:     examples,
+		HideHelpCommand: true,
+		Writer:          stdout,
+		ErrWriter:       stderr,
+		Flags:           flags(),
+		Action:          action,
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return usageError{err.Error()}
+		},
+	}
+	err := app.Run(args)
+	if err == nil {
+		return 0
+	}
+	var usage usageError
+	if errors.As(err, &usage) {
+		fmt.Fprintf(stderr, "skbstat: %s\n", usage.msg)
+		return exitUsage
+	}
+	fmt.Fprintf(stderr, "skbstat: %v\n", err)
+	return exitRuntime
+}
+
+// usageError is bad input: exit status 2, nothing loaded.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func flags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "interval", Aliases: []string{"i"}, Value: "3", Usage: "interval in seconds to print backtrace (fractions allowed)"},
+		&cli.IntFlag{Name: "count", Aliases: []string{"c"}, Usage: "stop after `N` intervals (0: run until interrupted)"},
+		&cli.StringFlag{Name: "saddr", Aliases: []string{"s"}, Usage: "source ip/ipv6 address/network"},
+		&cli.StringFlag{Name: "daddr", Aliases: []string{"d"}, Usage: "destination ip/ipv6 address/network"},
+		&cli.StringFlag{Name: "addr", Aliases: []string{"N"}, Usage: "source or destination ip/ipv6 address/network"},
+		&cli.StringFlag{Name: "sport", Aliases: []string{"S"}, Usage: "source tcp/udp/sctp port or range LO-HI"},
+		&cli.StringFlag{Name: "dport", Aliases: []string{"D"}, Usage: "destination tcp/udp/sctp port or range LO-HI"},
+		&cli.StringFlag{Name: "port", Aliases: []string{"P"}, Usage: "source or destination tcp/udp/sctp port or range LO-HI"},
+		&cli.StringFlag{Name: "proto", Aliases: []string{"p"}, Usage: "protocol (tcp, udp, icmp, icmp6, sctp, udplite, gre, esp, ah, or 0-255)"},
+		&cli.StringFlag{Name: "interface", Aliases: []string{"I"}, Usage: "only packets on network device `NAME`"},
+		&cli.BoolFlag{Name: "input", Usage: "trace skb input"},
+		&cli.BoolFlag{Name: "output", Usage: "trace skb output"},
+		&cli.BoolFlag{Name: "consume", Usage: "dump consume_skb backtrace"},
+		&cli.BoolFlag{Name: "no_drop", Aliases: []string{"no-drop"}, Usage: "don't dump kfree_skb backtrace"},
+		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "say how each probe was attached, and why any was not"},
+		&cli.BoolFlag{Name: "dump-bpf", Usage: "print the generated BPF instructions of every program and exit"},
+		&cli.StringFlag{Name: "btf", Usage: "kernel BTF `FILE`, for kernels without /sys/kernel/btf/vmlinux"},
+	}
+}
+
+// options is the checked command line.
+type options struct {
+	interval time.Duration
+	count    int
+	cfg      progs.Config
+	verbose  bool
+	dumpBPF  bool
+	btf      string
+}
+
+func parseOptions(c *cli.Context) (options, error) {
+	o := options{count: c.Int("count"), verbose: c.Bool("verbose"), dumpBPF: c.Bool("dump-bpf"), btf: c.String("btf")}
+	if c.NArg() > 0 {
+		return o, usageError{fmt.Sprintf("unexpected argument %q", c.Args().First())}
+	}
+	iv := c.String("interval")
+	secs, err := strconv.ParseFloat(iv, 64)
+	if err != nil || !(secs > 0) || secs > 86400*365 {
+		return o, usageError{fmt.Sprintf("-i %s: not a positive number of seconds", iv)}
+	}
+	o.interval = time.Duration(secs * float64(time.Second))
+	if o.interval <= 0 {
+		return o, usageError{fmt.Sprintf("-i %s: shorter than a nanosecond", iv)}
+	}
+	if o.count < 0 {
+		return o, usageError{fmt.Sprintf("-c %d: not a count of intervals", o.count)}
+	}
+	f, err := filter.Parse(filter.Options{
+		Saddr: c.String("saddr"), Daddr: c.String("daddr"), Addr: c.String("addr"),
+		Sport: c.String("sport"), Dport: c.String("dport"), Port: c.String("port"),
+		Proto: c.String("proto"),
+	})
+	if err != nil {
+		return o, usageError{err.Error()}
+	}
+	if name := c.String("interface"); name != "" {
+		if f.Ifindex, err = ifindex(name); err != nil {
+			return o, err
+		}
+	}
+	o.cfg = progs.Config{
+		Filter:  f,
+		Ingress: c.Bool("input"),
+		Egress:  c.Bool("output"),
+		Consume: c.Bool("consume"),
+		Drop:    !c.Bool("no_drop"),
+	}
+	if !o.cfg.Ingress && !o.cfg.Egress && !o.cfg.Consume && !o.cfg.Drop {
+		return o, usageError{"--no_drop: nothing left to trace (add --input, --output or --consume)"}
+	}
+	return o, nil
+}
+
+// ifindex resolves a network device name; an unknown one is a usage error
+// that lists the devices there are.
+func ifindex(name string) (int, error) {
+	link, err := netlink.LinkByName(name)
+	if err == nil {
+		return link.Attrs().Index, nil
+	}
+	var names []string
+	if links, lerr := netlink.LinkList(); lerr == nil {
+		for _, l := range links {
+			names = append(names, l.Attrs().Name)
+		}
+	}
+	return 0, usageError{fmt.Sprintf("-I %s: no such network device (devices: %s)", name, strings.Join(names, ", "))}
+}
+
+func loadLayout(btfFile string) (*layout.Layout, error) {
+	if btfFile != "" {
+		l, err := layout.FromFile(btfFile)
+		if err != nil {
+			return nil, usageError{fmt.Sprintf("--btf %s: %v", btfFile, err)}
+		}
+		return l, nil
+	}
+	return layout.Kernel()
+}
+
+func action(c *cli.Context) error {
+	o, err := parseOptions(c)
+	if err != nil {
+		return err
+	}
+	if o.cfg.Layout, err = loadLayout(o.btf); err != nil {
+		return err
+	}
+	if o.dumpBPF {
+		return progs.Dump(c.App.Writer, o.cfg)
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("raise the locked-memory limit: %w (run as root, or with CAP_BPF and CAP_PERFMON)", err)
+	}
+	// Signals are caught before anything is attached, so that none can
+	// leave a program behind.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+
+	set, err := progs.Load(o.cfg)
+	if err != nil {
+		return err
+	}
+	defer set.Close()
+	report(c.App.ErrWriter, set, o.verbose)
+
+	r := newRenderer(o.cfg, c.App.ErrWriter)
+	tick := time.NewTicker(o.interval)
+	defer tick.Stop()
+	for n := 0; o.count == 0 || n < o.count; n++ {
+		select {
+		case <-tick.C:
+		case <-sig:
+			return r.interval(c.App.Writer, set)
+		}
+		if err := r.interval(c.App.Writer, set); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// report says what could not be attached, and with -v how each probe was.
+func report(w io.Writer, set *progs.Set, verbose bool) {
+	if verbose {
+		for _, a := range set.Attached {
+			fmt.Fprintln(w, a)
+		}
+	}
+	for _, a := range set.Skipped {
+		fmt.Fprintln(w, "skbstat: warning:", a)
+	}
+	if verbose {
+		fmt.Fprintf(w, "skbstat: tracing %d probes; Ctrl-C to end\n", len(set.Attached))
+	}
+}

@@ -1,0 +1,267 @@
+// Package progs generates skbstat's BPF programs, one per probe, loads and
+// attaches them, and reads what they counted.
+//
+// Every program has the same shape: find the skb in the context, run the
+// filter on it, and count, either into a per-CPU row counter or per kernel
+// stack (and drop reason). Counters are never cleared: each Read returns the
+// difference from the one before, so no event can fall between reading and
+// clearing, and none is counted twice.
+package progs
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+
+	"github.com/skbstat/skbstat/filter"
+	"github.com/skbstat/skbstat/layout"
+)
+
+// Section is one block of skbstat's output.
+type Section uint32
+
+// The sections, in print order.
+const (
+	Ingress Section = iota
+	Egress
+	Consume
+	Drop
+	numSections
+)
+
+var sectionNames = [numSections]string{"INGRESS", "EGRESS", "CONSUME", "DROP"}
+
+func (s Section) String() string { return sectionNames[s] }
+
+// Config says what to probe and which packets to count.
+type Config struct {
+	Layout *layout.Layout
+	Filter filter.Filter
+	// Sections to probe. A section that is off has nothing attached.
+	Ingress, Egress, Consume, Drop bool
+}
+
+// probe is one source of counts: a row of an INGRESS or EGRESS section, or
+// the stacks of CONSUME or DROP.
+type probe struct {
+	section Section
+	name    string // as printed: "net:netif_receive_skb"
+	prog    string // BPF object name, at most 15 characters
+	rank    int    // print order within the section
+	// fromData: the kernel has not set skb->network_header yet here.
+	fromData bool
+	hooks    []func() (hook, error)
+	row      uint32 // counter index, for row sections
+}
+
+func (p *probe) stacks() bool { return p.section == Consume || p.section == Drop }
+
+// probes lists what cfg asks for, in a fixed order.
+func probes(cfg Config) []*probe {
+	tp := func(s Section, group, name, prog string, rank int, fromData bool) *probe {
+		return &probe{section: s, name: group + ":" + name, prog: prog, rank: rank,
+			fromData: fromData, hooks: tracepointHooks(cfg.Layout, group, name)}
+	}
+	var ps []*probe
+	if cfg.Ingress {
+		ps = append(ps, tp(Ingress, "net", "netif_receive_skb", "skbstat_rx", 30, true))
+	}
+	if cfg.Egress {
+		ps = append(ps,
+			tp(Egress, "net", "net_dev_queue", "skbstat_queue", 20, false),
+			tp(Egress, "net", "net_dev_xmit", "skbstat_xmit", 21, false))
+	}
+	if cfg.Consume {
+		ps = append(ps, tp(Consume, "skb", "consume_skb", "skbstat_consume", 0, false))
+	}
+	if cfg.Drop {
+		ps = append(ps, tp(Drop, "skb", "kfree_skb", "skbstat_drop", 0, false))
+	}
+	var row uint32
+	for _, p := range ps {
+		if !p.stacks() {
+			p.row = row
+			row++
+		}
+	}
+	return ps
+}
+
+// Map names, as referenced by the generated instructions.
+const (
+	rowsMap   = "rows"   // per-CPU counter per row, then one "uncounted" per section
+	stacksMap = "stacks" // per-CPU counter per (section, stack, reason)
+	tracesMap = "traces" // kernel stacks by id
+)
+
+const (
+	maxStacks  = 8192
+	stackDepth = 127 // PERF_MAX_STACK_DEPTH
+)
+
+// stackKey is a key of stacksMap.
+type stackKey struct {
+	Section uint32
+	StackID int32 // negative: the kernel could not record the stack (-errno)
+	Reason  uint32
+	_       uint32
+}
+
+func mapSpecs(rows uint32, withStacks bool) []*ebpf.MapSpec {
+	specs := []*ebpf.MapSpec{{
+		Name: rowsMap, Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8,
+		MaxEntries: rows + uint32(numSections),
+	}}
+	if withStacks {
+		specs = append(specs,
+			&ebpf.MapSpec{Name: stacksMap, Type: ebpf.PerCPUHash, KeySize: 16, ValueSize: 8, MaxEntries: maxStacks},
+			&ebpf.MapSpec{Name: tracesMap, Type: ebpf.StackTrace, KeySize: 4, ValueSize: 8 * stackDepth, MaxEntries: maxStacks / 2})
+	}
+	return specs
+}
+
+// uncountedRow is the counter of section's events that found the count map
+// full.
+func uncountedRow(rows uint32, s Section) uint32 { return rows + uint32(s) }
+
+// program generates the instructions of probe p at hook h.
+func program(p *probe, h hook, cfg Config, rows uint32) (asm.Instructions, error) {
+	sp, err := skbSpan(cfg.Layout)
+	if err != nil {
+		return nil, err
+	}
+	src := skbSource{l: cfg.Layout, span: sp, fromData: p.fromData}
+	insns := asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1)}
+	insns = append(insns, h.loadSkb(asm.R1)...)
+	insns = append(insns,
+		asm.JEq.Imm(asm.R1, 0, "exit"),
+		asm.StoreMem(asm.R10, slotSkb, asm.R1, asm.DWord),
+	)
+	insns = append(insns, cfg.Filter.Instructions(src, cfg.Layout.ByteOrder, "exit")...)
+	if p.stacks() {
+		insns = append(insns, countStack(p.section, h, rows)...)
+	} else {
+		insns = append(insns, countRow(p.row)...)
+	}
+	return append(insns,
+		asm.Mov.Imm(asm.R0, 0).WithSymbol("exit"),
+		asm.Return(),
+	), nil
+}
+
+// lookupKey looks up the key at slotKey in m: R0 = value pointer or NULL.
+func lookupKey(m string) asm.Instructions {
+	return asm.Instructions{
+		asm.LoadMapPtr(asm.R1, 0).WithReference(m),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, slotKey),
+		asm.FnMapLookupElem.Call(),
+	}
+}
+
+// increment adds one to the counter R0 points to; this CPU's own, so no
+// atomic operation is needed.
+func increment() asm.Instructions {
+	return asm.Instructions{
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
+		asm.Add.Imm(asm.R1, 1),
+		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
+	}
+}
+
+// countRow adds one to a row counter.
+func countRow(row uint32) asm.Instructions {
+	insns := asm.Instructions{asm.StoreImm(asm.R10, slotKey, int64(row), asm.Word)}
+	insns = append(insns, lookupKey(rowsMap)...)
+	insns = append(insns, asm.JEq.Imm(asm.R0, 0, "exit"))
+	return append(insns, increment()...)
+}
+
+// countStack adds one to the counter of (section, kernel stack, drop
+// reason), inserting it on first use. Events that find the map full go to
+// the section's uncounted row.
+func countStack(s Section, h hook, rows uint32) asm.Instructions {
+	insns := asm.Instructions{
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.LoadMapPtr(asm.R2, 0).WithReference(tracesMap),
+		asm.Mov.Imm(asm.R3, 0),
+		asm.FnGetStackid.Call(),
+		asm.StoreImm(asm.R10, slotKey, int64(s), asm.Word),
+		asm.StoreMem(asm.R10, slotKey+4, asm.R0, asm.Word),
+		asm.StoreImm(asm.R10, slotKey+12, 0, asm.Word),
+	}
+	if reason, ok := h.loadReason(asm.R1); ok && s == Drop {
+		insns = append(insns, reason...)
+		insns = append(insns, asm.StoreMem(asm.R10, slotKey+8, asm.R1, asm.Word))
+	} else {
+		insns = append(insns, asm.StoreImm(asm.R10, slotKey+8, 0, asm.Word))
+	}
+	insns = append(insns, lookupKey(stacksMap)...)
+	insns = append(insns, asm.JEq.Imm(asm.R0, 0, "insert"))
+	insns = append(insns, increment()...)
+	insns = append(insns,
+		asm.Ja.Label("exit"),
+		asm.Mov.Imm(asm.R1, 1).WithSymbol("insert"),
+		asm.StoreMem(asm.R10, slotOne, asm.R1, asm.DWord),
+		asm.LoadMapPtr(asm.R1, 0).WithReference(stacksMap),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, slotKey),
+		asm.Mov.Reg(asm.R3, asm.R10),
+		asm.Add.Imm(asm.R3, slotOne),
+		asm.Mov.Imm(asm.R4, int32(ebpf.UpdateNoExist)),
+		asm.FnMapUpdateElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "exit"),
+	)
+	// Another CPU may have inserted the key first: look again.
+	insns = append(insns, lookupKey(stacksMap)...)
+	insns = append(insns, asm.JEq.Imm(asm.R0, 0, "full"))
+	insns = append(insns, increment()...)
+	insns = append(insns, asm.Ja.Label("exit"))
+	full := countRow(uncountedRow(rows, s))
+	full[0] = full[0].WithSymbol("full")
+	return append(insns, full...)
+}
+
+// Dump writes the instructions of every program cfg asks for, as they would
+// be loaded with the first hook of each probe that this kernel offers.
+func Dump(w io.Writer, cfg Config) error {
+	ps := probes(cfg)
+	rows := rowCount(ps)
+	for _, p := range ps {
+		h, err := firstHook(p)
+		if err != nil {
+			fmt.Fprintf(w, "; %s: %v\n", p.name, err)
+			continue
+		}
+		insns, err := program(p, h, cfg, rows)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "; %s (%s, %s): %d instructions\n%v\n", p.name, p.prog, h.mechanism(), len(insns), insns)
+	}
+	return nil
+}
+
+func rowCount(ps []*probe) uint32 {
+	var n uint32
+	for _, p := range ps {
+		if !p.stacks() {
+			n++
+		}
+	}
+	return n
+}
+
+func firstHook(p *probe) (hook, error) {
+	var last error
+	for _, resolve := range p.hooks {
+		h, err := resolve()
+		if err == nil {
+			return h, nil
+		}
+		last = err
+	}
+	return nil, last
+}

@@ -1,0 +1,260 @@
+package progs
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+)
+
+// Set is the loaded and attached programs of one skbstat run.
+type Set struct {
+	probes []*probe
+	rows   uint32
+	maps   map[string]*ebpf.Map
+	progs  []*ebpf.Program
+	links  []link.Link
+
+	// Attached says, per probe, how it was attached; Skipped, why not.
+	Attached []Attachment
+	Skipped  []Attachment
+
+	// dropReasons: the DROP probe reads the drop reason.
+	dropReasons bool
+	prevRows    []uint64
+	prevStacks  map[stackKey]uint64
+}
+
+// Attachment is the outcome for one probe.
+type Attachment struct {
+	Section   Section
+	Probe     string
+	Mechanism string // how it was attached
+	Err       error  // why it was not
+}
+
+func (a Attachment) String() string {
+	if a.Err != nil {
+		return fmt.Sprintf("%s: %s not attached: %v", a.Section, a.Probe, a.Err)
+	}
+	return fmt.Sprintf("%s: %s attached as %s", a.Section, a.Probe, a.Mechanism)
+}
+
+// Load creates the maps, loads a program per probe and attaches it with the
+// best hook the kernel offers. A probe that cannot be attached is skipped and
+// listed in Skipped; if none can be, Load fails and leaves nothing behind.
+func Load(cfg Config) (_ *Set, err error) {
+	s := &Set{probes: probes(cfg), maps: map[string]*ebpf.Map{}, prevStacks: map[stackKey]uint64{}}
+	s.rows = rowCount(s.probes)
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	withStacks := cfg.Consume || cfg.Drop
+	for _, spec := range mapSpecs(s.rows, withStacks) {
+		m, err := ebpf.NewMap(spec)
+		if err != nil {
+			return nil, fmt.Errorf("create map %s: %w", spec.Name, err)
+		}
+		s.maps[spec.Name] = m
+	}
+	for _, p := range s.probes {
+		mech, err := s.attach(p, cfg)
+		s.record(Attachment{Section: p.section, Probe: p.name, Mechanism: mech, Err: err})
+	}
+	if len(s.Attached) == 0 && len(s.Skipped) > 0 {
+		errs := make([]error, len(s.Skipped))
+		for i, a := range s.Skipped {
+			errs[i] = fmt.Errorf("%s: %w", a.Probe, a.Err)
+		}
+		return nil, fmt.Errorf("no probe could be attached: %w", errors.Join(errs...))
+	}
+	s.prevRows = make([]uint64, s.rows+uint32(numSections))
+	return s, nil
+}
+
+func (s *Set) record(a Attachment) {
+	if a.Err != nil {
+		s.Skipped = append(s.Skipped, a)
+	} else {
+		s.Attached = append(s.Attached, a)
+	}
+}
+
+// attach tries p's hooks in order and keeps the first that loads and
+// attaches.
+func (s *Set) attach(p *probe, cfg Config) (mechanism string, err error) {
+	var errs []string
+	for _, resolve := range p.hooks {
+		h, err := resolve()
+		if err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		if err := s.attachHook(p, h, cfg); err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", h.mechanism(), err))
+			continue
+		}
+		return h.mechanism(), nil
+	}
+	return "", errors.New(strings.Join(errs, "; "))
+}
+
+func (s *Set) attachHook(p *probe, h hook, cfg Config) error {
+	insns, err := program(p, h, cfg, s.rows)
+	if err != nil {
+		return err
+	}
+	for name, m := range s.maps {
+		if err := insns.AssociateMap(name, m); err != nil && !errors.Is(err, asm.ErrUnreferencedSymbol) {
+			return err
+		}
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:         p.prog,
+		Type:         h.progType(),
+		Instructions: insns,
+		License:      "GPL",
+	})
+	if err != nil {
+		return fmt.Errorf("load: %w", err)
+	}
+	l, err := h.attach(prog)
+	if err != nil {
+		prog.Close()
+		return fmt.Errorf("attach: %w", err)
+	}
+	s.progs = append(s.progs, prog)
+	s.links = append(s.links, l)
+	if p.section == Drop {
+		_, s.dropReasons = h.loadReason(asm.R1)
+	}
+	return nil
+}
+
+// Close detaches and unloads everything.
+func (s *Set) Close() error {
+	var errs []error
+	for _, l := range s.links {
+		errs = append(errs, l.Close())
+	}
+	for _, p := range s.progs {
+		errs = append(errs, p.Close())
+	}
+	for _, m := range s.maps {
+		errs = append(errs, m.Close())
+	}
+	s.links, s.progs, s.maps = nil, nil, nil
+	return errors.Join(errs...)
+}
+
+// RowCount is how often a row's probe matched in an interval.
+type RowCount struct {
+	Section Section
+	Name    string
+	Rank    int
+	Count   uint64
+}
+
+// StackCount is how often a section's probe matched at one kernel stack (and
+// drop reason) in an interval.
+type StackCount struct {
+	Section   Section
+	StackID   int32 // negative: the stack could not be recorded (-errno)
+	Reason    uint32
+	HasReason bool
+	Count     uint64
+}
+
+// Counts is one interval's worth of counts.
+type Counts struct {
+	Rows      []RowCount
+	Stacks    []StackCount
+	Uncounted [numSections]uint64 // events lost to a full count map
+}
+
+// Read returns what was counted since the previous Read (or Load).
+func (s *Set) Read() (Counts, error) {
+	var c Counts
+	rows := s.maps[rowsMap]
+	per := make([]uint64, ebpf.MustPossibleCPU())
+	total := func(key uint32) (uint64, error) {
+		if err := rows.Lookup(key, &per); err != nil {
+			return 0, fmt.Errorf("read counter %d: %w", key, err)
+		}
+		var sum uint64
+		for _, v := range per {
+			sum += v
+		}
+		delta := sum - s.prevRows[key]
+		s.prevRows[key] = sum
+		return delta, nil
+	}
+	for _, p := range s.probes {
+		if p.stacks() {
+			continue
+		}
+		n, err := total(p.row)
+		if err != nil {
+			return c, err
+		}
+		if n > 0 {
+			c.Rows = append(c.Rows, RowCount{p.section, p.name, p.rank, n})
+		}
+	}
+	for sec := Section(0); sec < numSections; sec++ {
+		n, err := total(uncountedRow(s.rows, sec))
+		if err != nil {
+			return c, err
+		}
+		c.Uncounted[sec] = n
+	}
+	stacks, ok := s.maps[stacksMap]
+	if !ok {
+		return c, nil
+	}
+	var key stackKey
+	it := stacks.Iterate()
+	for it.Next(&key, &per) {
+		var sum uint64
+		for _, v := range per {
+			sum += v
+		}
+		delta := sum - s.prevStacks[key]
+		s.prevStacks[key] = sum
+		if delta > 0 {
+			c.Stacks = append(c.Stacks, StackCount{
+				Section: Section(key.Section), StackID: key.StackID, Reason: key.Reason,
+				HasReason: s.hasReason(Section(key.Section)), Count: delta,
+			})
+		}
+	}
+	if err := it.Err(); err != nil {
+		return c, fmt.Errorf("read stack counters: %w", err)
+	}
+	sort.Slice(c.Stacks, func(i, j int) bool { return c.Stacks[i].Count < c.Stacks[j].Count })
+	return c, nil
+}
+
+func (s *Set) hasReason(sec Section) bool {
+	return sec == Drop && s.dropReasons
+}
+
+// Stack returns the kernel addresses of stack id, leaf first.
+func (s *Set) Stack(id int32) ([]uint64, error) {
+	frames := make([]uint64, stackDepth)
+	if err := s.maps[tracesMap].Lookup(uint32(id), &frames); err != nil {
+		return nil, fmt.Errorf("read stack %d: %w", id, err)
+	}
+	for i, pc := range frames {
+		if pc == 0 {
+			return frames[:i], nil
+		}
+	}
+	return frames, nil
+}

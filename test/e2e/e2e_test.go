@@ -1,0 +1,300 @@
+package e2e
+
+import (
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Datagrams sent per case: every one goes to a closed port, so each is
+// dropped once with reason NO_SOCKET and answered by one ICMP error.
+const datagrams = 10
+
+const (
+	srcPort    = "5555"
+	closedPort = "9999"
+)
+
+func hostPort(addr, port string) string {
+	return netip.AddrPortFrom(netip.MustParseAddr(addr), mustPort(port)).String()
+}
+
+func mustPort(s string) uint16 {
+	var p uint16
+	fmt.Sscan(s, &p)
+	return p
+}
+
+// sendUDP sends n datagrams from a (source port srcPort) to b's closed port.
+func (p *pair) sendUDP(t *testing.T, n int, from, to string, extra ...string) {
+	t.Helper()
+	args := append([]string{"udp", "-n", fmt.Sprint(n), "-src", hostPort(from, srcPort)}, extra...)
+	p.traffic(t, p.a, append(args, hostPort(to, closedPort))...)
+}
+
+type filterCase struct {
+	args []string
+	ns   string // namespace to run skbstat in; "" is the host's
+	want uint64 // DROP count with reason NO_SOCKET
+}
+
+// TestFilterOptions runs one skbstat per filter at the same time, sends one
+// burst of datagrams, and checks that each option includes or excludes it.
+func TestFilterOptions(t *testing.T) {
+	requireRoot(t)
+	p := newPair(t)
+	for _, fam := range []struct {
+		name, src, dst, srcNet, otherNet string
+	}{
+		{"IPv4", p.a4, p.b4, p.a4 + "/24", "10.99.99.0/24"},
+		{"IPv6", p.a6, p.b6, p.a6 + "/64", "fd00:99::/64"},
+	} {
+		t.Run(fam.name, func(t *testing.T) {
+			// Every case but -N other and -s/-d on one side names the
+			// destination too, so that no other traffic on the machine is
+			// counted.
+			d := []string{"-d", fam.dst}
+			n := uint64(datagrams)
+			cases := []filterCase{
+				{args: []string{"-s", fam.src}, want: n},
+				{args: []string{"-s", fam.dst}, want: 0},
+				{args: []string{"-s", fam.srcNet}, want: n},
+				{args: []string{"-d", fam.dst}, want: n},
+				{args: []string{"-d", fam.src}, want: 0},
+				{args: []string{"-N", fam.dst}, want: n},
+				{args: []string{"-N", fam.src}, want: n},
+				{args: []string{"-N", fam.otherNet}, want: 0},
+				{args: append([]string{"-S", srcPort}, d...), want: n},
+				{args: append([]string{"-S", "5556"}, d...), want: 0},
+				{args: append([]string{"-D", closedPort}, d...), want: n},
+				{args: append([]string{"-D", "9990-9998"}, d...), want: 0},
+				{args: append([]string{"-D", "9999-10005"}, d...), want: n},
+				{args: append([]string{"-P", srcPort}, d...), want: n},
+				{args: append([]string{"-P", closedPort}, d...), want: n},
+				{args: append([]string{"-P", "1-100"}, d...), want: 0},
+				{args: append([]string{"-p", "udp"}, d...), want: n},
+				{args: append([]string{"-p", "tcp"}, d...), want: 0},
+				{args: append([]string{"-I", p.bDev}, d...), ns: p.b, want: n},
+				{args: append([]string{"-I", "lo"}, d...), ns: p.b, want: 0},
+				{args: []string{"-s", fam.src, "-d", fam.dst, "-p", "udp", "-S", srcPort, "-D", closedPort}, want: n},
+			}
+			runs := make([]*run, len(cases))
+			for i, c := range cases {
+				runs[i] = startSkbstatIn(t, c.ns, append([]string{"-i", "60"}, c.args...)...)
+			}
+			p.sendUDP(t, datagrams, fam.src, fam.dst)
+			settle()
+			for i, c := range cases {
+				ivs := runs[i].stop(t, syscall.SIGINT)
+				if got := sum(ivs, stackCount("DROP", "NO_SOCKET")); got != c.want {
+					t.Errorf("skbstat %s: %d NO_SOCKET drops, want %d\n%s", strings.Join(c.args, " "), got, c.want, runs[i].stdout.String())
+				}
+			}
+		})
+	}
+}
+
+// settle gives the receiving namespace's softirq time to finish with the
+// last packet before skbstat is stopped.
+func settle() { time.Sleep(300 * time.Millisecond) }
+
+// TestDropStack checks the stack and reason of a UDP datagram to a closed
+// port: dropped in the UDP receive path, reason NO_SOCKET.
+func TestDropStack(t *testing.T) {
+	requireRoot(t)
+	p := newPair(t)
+	for _, fam := range []struct{ name, src, dst, fn string }{
+		{"IPv4", p.a4, p.b4, "__udp4_lib_rcv+0x"},
+		{"IPv6", p.a6, p.b6, "__udp6_lib_rcv+0x"},
+	} {
+		t.Run(fam.name, func(t *testing.T) {
+			r := startSkbstat(t, "-i", "60", "-d", fam.dst, "-p", "udp")
+			p.sendUDP(t, datagrams, fam.src, fam.dst)
+			settle()
+			ivs := r.stop(t, syscall.SIGINT)
+			if len(ivs) != 1 {
+				t.Fatalf("%d intervals, want the one partial interval:\n%s", len(ivs), r.stdout.String())
+			}
+			// The first datagram takes another path through the neighbour
+			// code, so the stacks differ below the drop; each one must be
+			// the UDP receive path with reason NO_SOCKET.
+			drop := ivs[0]["DROP"]
+			if drop == nil || len(drop.stacks) == 0 {
+				t.Fatalf("want DROP stacks:\n%s", r.stdout.String())
+			}
+			if n := drop.total("NO_SOCKET"); n != datagrams {
+				t.Errorf("%d NO_SOCKET drops, want %d\n%s", n, datagrams, r.stdout.String())
+			}
+			for _, st := range drop.stacks {
+				if st.reason != "NO_SOCKET" || !hasFramePrefix(st.frames, fam.fn) {
+					t.Errorf("DROP stack %q %v, want NO_SOCKET with a %s frame", st.reason, st.frames, fam.fn)
+				}
+			}
+		})
+	}
+}
+
+func hasFramePrefix(frames []string, prefix string) bool {
+	for _, f := range frames {
+		if strings.HasPrefix(f, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestSections checks the INGRESS and EGRESS tracepoint rows and CONSUME
+// for one burst: each datagram leaves a through net_dev_queue and
+// net_dev_xmit and enters b through netif_receive_skb; each ICMP error b
+// returns is consumed by a's icmp_rcv.
+func TestSections(t *testing.T) {
+	requireRoot(t)
+	p := newPair(t)
+	for _, fam := range []struct{ name, src, dst, icmp string }{
+		{"IPv4", p.a4, p.b4, "icmp"},
+		{"IPv6", p.a6, p.b6, "icmp6"},
+	} {
+		t.Run(fam.name, func(t *testing.T) {
+			sections := []string{"--input", "--output", "--no_drop", "-i", "60"}
+			udp := startSkbstat(t, append(sections, "-s", fam.src, "-d", fam.dst, "-p", "udp")...)
+			other := startSkbstat(t, append(sections, "-s", fam.src, "-d", fam.dst, "-p", "tcp")...)
+			consume := startSkbstat(t, "--consume", "--no_drop", "-i", "60", "-s", fam.dst, "-d", fam.src, "-p", fam.icmp)
+			p.sendUDP(t, datagrams, fam.src, fam.dst)
+			settle()
+			got := udp.stop(t, syscall.SIGINT)
+			for _, row := range []struct{ section, name string }{
+				{"INGRESS", "net:netif_receive_skb"},
+				{"EGRESS", "net:net_dev_queue"},
+				{"EGRESS", "net:net_dev_xmit"},
+			} {
+				if n := sum(got, rowCount(row.section, row.name)); n != datagrams {
+					t.Errorf("%s %s: %d, want %d\n%s", row.section, row.name, n, datagrams, udp.stdout.String())
+				}
+			}
+			none := other.stop(t, syscall.SIGINT)
+			for _, sec := range []string{"INGRESS", "EGRESS"} {
+				if len(none) != 1 || none[0][sec] == nil || len(none[0][sec].rows) != 0 {
+					t.Errorf("-p tcp: want an empty %s section:\n%s", sec, other.stdout.String())
+				}
+			}
+			consumed := consume.stop(t, syscall.SIGINT)
+			if n := sum(consumed, stackCount("CONSUME", "")); n != datagrams {
+				t.Errorf("CONSUME of ICMP errors: %d, want %d\n%s", n, datagrams, consume.stdout.String())
+			}
+		})
+	}
+}
+
+// TestIntervals sends a paced stream across several short intervals: every
+// datagram is counted in exactly one of them.
+func TestIntervals(t *testing.T) {
+	requireRoot(t)
+	p := newPair(t)
+	const n = 40
+	r := startSkbstat(t, "-i", "0.1", "-d", p.b4, "-p", "udp")
+	p.sendUDP(t, n, p.a4, p.b4, "-interval", "20ms")
+	settle()
+	ivs := r.stop(t, syscall.SIGINT)
+	if got := sum(ivs, stackCount("DROP", "NO_SOCKET")); got != n {
+		t.Errorf("%d drops over %d intervals, want %d", got, len(ivs), n)
+	}
+	busy := 0
+	for _, iv := range ivs {
+		if iv["DROP"].total("") > 0 {
+			busy++
+		}
+	}
+	if busy < 3 {
+		t.Errorf("the stream spread over %d intervals, want at least 3 (of %d)", busy, len(ivs))
+	}
+}
+
+// TestCount checks that -c ends skbstat by itself after that many intervals.
+func TestCount(t *testing.T) {
+	requireRoot(t)
+	r := startSkbstat(t, "-i", "0.05", "-c", "3", "--consume", "-p", "udp", "-d", "192.0.2.1")
+	ivs := r.wait(t)
+	if len(ivs) != 3 {
+		t.Errorf("%d intervals, want 3:\n%s", len(ivs), r.stdout.String())
+	}
+	for _, iv := range ivs {
+		if iv["CONSUME"] == nil || iv["DROP"] == nil {
+			t.Errorf("each interval prints CONSUME and DROP, even empty:\n%s", r.stdout.String())
+		}
+	}
+}
+
+// TestCleanup checks that after SIGINT and after SIGTERM no program or link
+// of skbstat's is left in the kernel, and that the check sees them while
+// skbstat runs.
+func TestCleanup(t *testing.T) {
+	requireRoot(t)
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			r := startSkbstat(t, "--input", "--output", "--consume", "-i", "60")
+			progs, links := bpfObjects(t)
+			if len(progs) != 5 || len(links) != 5 {
+				t.Fatalf("while running: %d programs %v and %d links, want 5 of each", len(progs), progs, len(links))
+			}
+			r.stop(t, sig)
+			// The kernel frees programs shortly after their last reference
+			// goes, not at once.
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				progs, links := bpfObjects(t)
+				if len(progs)+len(links) == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("after %s: programs %v and links %v are left", sig, progs, links)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// TestBadInput checks that each rejected form exits 2 with its message.
+func TestBadInput(t *testing.T) {
+	requireRoot(t)
+	for _, c := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"-S", "70000"}, "-S 70000: port out of range 0-65535"},
+		{[]string{"-P", "9-3"}, "-P 9-3: range is reversed"},
+		{[]string{"-p", "foo"}, "-p foo: unknown protocol (a name such as tcp, or a number 0-255)"},
+		{[]string{"-s", "300.1.1.1"}, "-s 300.1.1.1: not an IP address or prefix"},
+		{[]string{"-s", "10.0.0.0/8", "-d", "fd00::1"}, "-s 10.0.0.0/8 -d fd00::1: -s is IPv4 and -d is IPv6, so no packet can match"},
+		{[]string{"-i", "0"}, "-i 0: not a positive number of seconds"},
+		{[]string{"-i", "abc"}, "-i abc: not a positive number of seconds"},
+		{[]string{"-c", "-1"}, "-c -1: not a count of intervals"},
+		{[]string{"-I", "nosuchdev0"}, "-I nosuchdev0: no such network device (devices: "},
+		{[]string{"--no_drop"}, "--no_drop: nothing left to trace (add --input, --output or --consume)"},
+		{[]string{"--bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"extra"}, `unexpected argument "extra"`},
+	} {
+		cmd := exec.Command(skbstatBin, c.args...)
+		out, err := cmd.CombinedOutput()
+		if code := cmd.ProcessState.ExitCode(); code != 2 {
+			t.Errorf("skbstat %s: exit %d (%v), want 2; output %q", strings.Join(c.args, " "), code, err, out)
+			continue
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if len(lines) != 1 || !strings.HasPrefix(lines[0], "skbstat: "+c.msg) {
+			t.Errorf("skbstat %s: %q, want one line starting %q", strings.Join(c.args, " "), out, "skbstat: "+c.msg)
+		}
+	}
+}
+
+func startSkbstatIn(t *testing.T, ns string, args ...string) *run {
+	t.Helper()
+	if ns == "" {
+		return startSkbstat(t, args...)
+	}
+	return startCommand(t, append([]string{"ip", "netns", "exec", ns, skbstatBin, "-v"}, args...))
+}
