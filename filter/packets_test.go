@@ -342,6 +342,12 @@ func (g *frameGenerator) transport(f Filter, aims int) []byte {
 	return append(ports(sport, dport), g.bytes(g.r.IntN(24))...)
 }
 
+// fragmentOffsets are offsets (in 8-byte units) of later fragments: the
+// edges of the 13-bit field and one at random.
+func fragmentOffsets(g *frameGenerator) []uint16 {
+	return []uint16{1, 0x1000, 0x1fff, uint16(1 + g.r.IntN(0x1fff))}
+}
+
 func (g *frameGenerator) ipv4Packet(f Filter, aims int) []byte {
 	shaped := aims&aimShape != 0
 	src, dst := g.addresses(f, aims, false)
@@ -350,9 +356,9 @@ func (g *frameGenerator) ipv4Packet(f Filter, aims int) []byte {
 	case n < 15:
 		frag = 0x2000 // more fragments: the first
 	case n < 30 && !shaped:
-		frag = pick(g, []uint16{1, 0x1fff, uint16(g.r.IntN(0x2000))}) | pick(g, []uint16{0, 0x2000}) // a later one
+		frag = pick(g, fragmentOffsets(g)) | pick(g, []uint16{0, 0x2000}) // a later one
 	case n < 40:
-		frag = 0x4000 // don't fragment
+		frag = pick(g, []uint16{0x4000, 0x8000, 0xa000}) // don't fragment; reserved flag
 	}
 	var options []byte
 	if g.chance(15) {
@@ -391,9 +397,11 @@ func (g *frameGenerator) ipv6Packet(f Filter, aims int) []byte {
 		case kind == 44:
 			var offset uint16
 			if !shaped && g.chance(30) {
-				offset = pick(g, []uint16{1, 0x1fff, uint16(g.r.IntN(0x2000))})
+				offset = pick(g, fragmentOffsets(g))
 			}
-			exts = append(exts, fragment(next, offset, g.chance(50))...)
+			h := fragment(next, offset, g.chance(50))
+			h[3] |= byte(g.r.IntN(4)) << 1 // reserved bits
+			exts = append(exts, h...)
 		case !big && g.chance(3):
 			big = true
 			exts = append(exts, extension(next, uint8(200+g.r.IntN(56)))...)

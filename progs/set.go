@@ -47,8 +47,12 @@ func (a Attachment) String() string {
 // Load creates the maps, loads a program per probe and attaches it with the
 // best hook the kernel offers. A probe that cannot be attached is skipped and
 // listed in Skipped; if none can be, Load fails and leaves nothing behind.
-func Load(cfg Config) (_ *Set, err error) {
-	s := &Set{probes: probes(cfg), maps: map[string]*ebpf.Map{}, prevStacks: map[stackKey]uint64{}}
+func Load(cfg Config) (*Set, error) {
+	return load(cfg, probes(cfg))
+}
+
+func load(cfg Config, ps []*probe) (_ *Set, err error) {
+	s := &Set{probes: ps, maps: map[string]*ebpf.Map{}, prevStacks: map[stackKey]uint64{}}
 	s.rows = rowCount(s.probes)
 	defer func() {
 		if err != nil {

@@ -30,7 +30,10 @@ mount -t tracefs tracefs /sys/kernel/tracing || echo "skbstat-vm: no tracefs"
 mount -t debugfs debugfs /sys/kernel/debug || echo "skbstat-vm: no debugfs"
 mount -t bpf bpf /sys/fs/bpf || echo "skbstat-vm: no bpf file system"
 ip link set lo up
-%[1]ssh /script </dev/null
+%[1]s# A fresh line: the firmware may have left escape sequences on this one.
+echo
+echo "skbstat-vm: start"
+sh /script </dev/null
 echo "%[2]s status $?"
 poweroff -f
 `

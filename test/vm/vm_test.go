@@ -12,6 +12,7 @@ import (
 // matrixScript checks what the kernel offers and counts UDP datagrams
 // over loopback with the traffic helper. It prints key=value lines.
 const matrixScript = `
+echo "uptime-start=$(cut -d' ' -f1 /proc/uptime)"
 echo "uname-r=$(uname -r)"
 echo "uname-m=$(uname -m)"
 yesno() { if "$@"; then echo yes; else echo no; fi; }
@@ -21,12 +22,16 @@ echo "veth-module=$(yesno test -d /sys/module/veth)"
 echo "veth-pair=$(yesno ip link add skbstat0 type veth peer name skbstat1)"
 # Where each of the original's function rows can be probed: in ftrace's
 # list (probe-able by name), only in kallsyms as a compiler clone, or
-# nowhere (inlined).
+# nowhere (inlined). Each list is read once: that is slow under emulation.
+names="($(echo $FUNCS | tr ' ' '|'))"
+grep -oE "^$names( |\$)" /sys/kernel/tracing/available_filter_functions | tr -d ' ' >/tmp/ftrace
+grep -oE " $names\.(isra|constprop|part|cold)[.0-9a-z]*\$" /proc/kallsyms | tr -d ' ' >/tmp/clones
 for f in $FUNCS; do
-	ftrace=$(yesno grep -qE "^$f( |\$)" /sys/kernel/tracing/available_filter_functions)
-	clone=$(grep -oE " $f\.(isra|constprop|part|cold)[.0-9a-z]*\$" /proc/kallsyms | head -n1 | tr -d ' ')
+	ftrace=$(yesno grep -qx "$f" /tmp/ftrace)
+	clone=$(grep -m1 "^$f\." /tmp/clones)
 	echo "func $f ftrace=$ftrace clone=${clone:-none}"
 done
+echo "uptime-listed=$(cut -d' ' -f1 /proc/uptime)"
 traffic serve -udp 9000 -n 10 -timeout 60s >/tmp/serve.out 2>&1 &
 server=$!
 i=0
@@ -38,6 +43,7 @@ traffic udp -n 10 127.0.0.1:9000 || exit 1
 wait $server
 echo "serve-status=$?"
 cat /tmp/serve.out
+echo "uptime-end=$(cut -d' ' -f1 /proc/uptime)"
 `
 
 // originalFunctions are the kernel functions of the original's rows.
@@ -83,11 +89,13 @@ func TestMatrix(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("%s: %s, prepare %v, boot %v", k, res.Package, res.Prepare.Round(time.Millisecond), res.Boot.Round(time.Millisecond))
+			got := keyValues(res.Console)
+			t.Logf("%s: %s, prepare %v, boot %v (guest uptime: script start %ss, functions listed %ss, end %ss)",
+				k, res.Package, res.Prepare.Round(time.Millisecond), res.Boot.Round(time.Millisecond),
+				got["uptime-start"], got["uptime-listed"], got["uptime-end"])
 			if res.ExitStatus != 0 {
 				t.Fatalf("script exited with %d:\n%s", res.ExitStatus, res.Console)
 			}
-			got := keyValues(res.Console)
 			release := strings.TrimPrefix(res.Package, "linux-image-")
 			want := map[string]string{
 				"uname-r":       release,

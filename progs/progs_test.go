@@ -1,0 +1,100 @@
+package progs
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"testing"
+
+	"github.com/skbstat/skbstat/filter"
+	"github.com/skbstat/skbstat/layout"
+)
+
+func kernelLayout(t *testing.T) *layout.Layout {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("loading BPF programs needs root")
+	}
+	l, err := layout.Kernel()
+	if err != nil {
+		t.Skipf("no kernel BTF: %v", err)
+	}
+	return l
+}
+
+// closedPort returns a loopback UDP port that nothing listens on.
+func closedPort(t *testing.T) netip.AddrPort {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ap := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	c.Close()
+	return ap
+}
+
+func sendUDP(t *testing.T, to netip.AddrPort, n int) {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := 0; i < n; i++ {
+		if _, err := c.WriteToUDPAddrPort([]byte("skbstat"), to); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestTracepointHooks loads the DROP probe through each tracepoint hook in
+// turn (raw, then perf) and counts datagrams to a closed loopback port.
+func TestTracepointHooks(t *testing.T) {
+	l := kernelLayout(t)
+	reasons, err := l.DropReasons()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, mechanism := range []string{"raw tracepoint", "perf tracepoint"} {
+		t.Run(mechanism, func(t *testing.T) {
+			to := closedPort(t)
+			f, err := filter.Parse(filter.Options{Daddr: to.Addr().String(), Dport: strconv.Itoa(int(to.Port())), Proto: "udp"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := Config{Layout: l, Filter: f, Drop: true}
+			ps := probes(cfg)
+			ps[0].hooks = ps[0].hooks[i : i+1]
+			s, err := load(cfg, ps)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if len(s.Attached) != 1 || s.Attached[0].Mechanism != mechanism {
+				t.Fatalf("attached %v, want one %s", s.Attached, mechanism)
+			}
+			const n = 7
+			sendUDP(t, to, n)
+			c, err := s.Read()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var total uint64
+			for _, st := range c.Stacks {
+				if st.Section != Drop || !st.HasReason || layout.ReasonName(reasons, st.Reason) != "NO_SOCKET" || st.StackID < 0 {
+					t.Errorf("unexpected stack count %+v", st)
+				}
+				total += st.Count
+			}
+			if total != n {
+				t.Errorf("%d drops, want %d", total, n)
+			}
+			// Counts are deltas: nothing new, nothing counted.
+			if c, err := s.Read(); err != nil || len(c.Stacks) != 0 {
+				t.Errorf("second read: %+v, %v; want nothing", c.Stacks, err)
+			}
+		})
+	}
+}
