@@ -97,6 +97,8 @@ func flags() []cli.Flag {
 		&cli.BoolFlag{Name: "output", Usage: "trace skb output"},
 		&cli.BoolFlag{Name: "consume", Usage: "dump consume_skb backtrace"},
 		&cli.BoolFlag{Name: "no_drop", Aliases: []string{"no-drop"}, Usage: "don't dump kfree_skb backtrace"},
+		&cli.StringSliceFlag{Name: "func", Aliases: []string{"f"}, Usage: "also count kernel function `NAME` (one with a struct sk_buff * argument), in a FUNC section; repeatable"},
+		&cli.StringFlag{Name: "attach", Value: string(progs.Auto), Usage: "how kernel functions attach: auto, fentry, kprobe-multi or kprobe"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "say how each probe was attached, and why any was not"},
 		&cli.BoolFlag{Name: "dump-bpf", Usage: "print the generated BPF instructions of every program and exit"},
 		&cli.StringFlag{Name: "btf", Usage: "kernel BTF `FILE`, for kernels without /sys/kernel/btf/vmlinux"},
@@ -143,14 +145,20 @@ func parseOptions(c *cli.Context) (options, error) {
 			return o, err
 		}
 	}
+	attach, err := progs.ParseMechanism(c.String("attach"))
+	if err != nil {
+		return o, usageError{fmt.Sprintf("--attach %s: %v", c.String("attach"), err)}
+	}
 	o.cfg = progs.Config{
 		Filter:  f,
 		Ingress: c.Bool("input"),
 		Egress:  c.Bool("output"),
 		Consume: c.Bool("consume"),
 		Drop:    !c.Bool("no_drop"),
+		Funcs:   c.StringSlice("func"),
+		Attach:  attach,
 	}
-	if !o.cfg.Ingress && !o.cfg.Egress && !o.cfg.Consume && !o.cfg.Drop {
+	if !o.cfg.Ingress && !o.cfg.Egress && !o.cfg.Consume && !o.cfg.Drop && len(o.cfg.Funcs) == 0 {
 		return o, usageError{"--no_drop: nothing left to trace (add --input, --output or --consume)"}
 	}
 	return o, nil
@@ -191,6 +199,11 @@ func action(c *cli.Context) error {
 	if o.cfg.Layout, err = loadLayout(o.btf); err != nil {
 		return err
 	}
+	for _, fn := range o.cfg.Funcs {
+		if err := progs.CheckFunc(o.cfg.Layout, fn); err != nil {
+			return usageError{fmt.Sprintf("-f %s: %v", fn, err)}
+		}
+	}
 	if o.dumpBPF {
 		return progs.Dump(c.App.Writer, o.cfg)
 	}
@@ -226,15 +239,25 @@ func action(c *cli.Context) error {
 	return nil
 }
 
-// report says what could not be attached, and with -v how each probe was.
+// report says what could not be attached, one line per cause, and with -v
+// how each probe was.
 func report(w io.Writer, set *progs.Set, verbose bool) {
 	if verbose {
 		for _, a := range set.Attached {
-			fmt.Fprintln(w, a)
+			fmt.Fprintf(w, "skbstat: %s: %s attached as %s\n", a.Section, a.Probe, a.Mechanism)
 		}
 	}
+	var causes []string
+	probes := map[string][]string{}
 	for _, a := range set.Skipped {
-		fmt.Fprintln(w, "skbstat: warning:", a)
+		cause := a.Err.Error()
+		if probes[cause] == nil {
+			causes = append(causes, cause)
+		}
+		probes[cause] = append(probes[cause], a.Probe)
+	}
+	for _, cause := range causes {
+		fmt.Fprintf(w, "skbstat: not attached: %s: %s\n", strings.Join(probes[cause], ", "), cause)
 	}
 	if verbose {
 		fmt.Fprintf(w, "skbstat: tracing %d probes; Ctrl-C to end\n", len(set.Attached))

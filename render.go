@@ -31,7 +31,8 @@ func newRenderer(cfg progs.Config, warn io.Writer) *renderer {
 	for _, s := range []struct {
 		section progs.Section
 		on      bool
-	}{{progs.Ingress, cfg.Ingress}, {progs.Egress, cfg.Egress}, {progs.Consume, cfg.Consume}, {progs.Drop, cfg.Drop}} {
+	}{{progs.Ingress, cfg.Ingress}, {progs.Egress, cfg.Egress}, {progs.Func, len(cfg.Funcs) > 0},
+		{progs.Consume, cfg.Consume}, {progs.Drop, cfg.Drop}} {
 		if s.on {
 			r.sections = append(r.sections, s.section)
 		}

@@ -57,6 +57,7 @@ var (
 //
 // The code uses registers as the Source contract says: it expects the
 // context in R6, leaves R6 and R7 alone, and clobbers R0-R5, R8 and R9.
+// It compares 32-bit words with JMP32 instructions (Linux 5.1 and later).
 func (f Filter) Instructions(src Source, order binary.ByteOrder, reject string) asm.Instructions {
 	if !f.satisfiable() {
 		return rejectAll(reject)
@@ -69,7 +70,7 @@ func (f Filter) Instructions(src Source, order binary.ByteOrder, reject string) 
 		return insns
 	}
 	g := generator{f: f, src: src, order: order, reject: reject}
-	ipv4, ipv6 := f.families()
+	ipv4, ipv6 := f.Families()
 	switch {
 	case ipv4 && ipv6:
 		insns = append(insns, g.dispatchFamily()...)
@@ -83,10 +84,12 @@ func (f Filter) Instructions(src Source, order binary.ByteOrder, reject string) 
 		insns = append(insns, g.checkEthertype(ethIPv6)...)
 		insns = append(insns, g.ipv6()...)
 	}
-	if t := g.transport(); len(t) > 0 {
-		insns = append(insns, labelled(g.label("transport"), t)...)
+	transport := g.transport()
+	if ipv6 && len(transport) > 0 {
+		// the IPv6 walk and the IPv4 code before it jump here
+		transport = labelled(g.label("transport"), transport)
 	}
-	return insns
+	return append(insns, transport...)
 }
 
 // generator holds what every piece of one filter's code needs.

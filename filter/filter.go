@@ -168,9 +168,9 @@ func (f Filter) hasIPCondition() bool {
 	return f.Src.IsValid() || f.Dst.IsValid() || f.Addr.IsValid() || f.Proto.Set || f.hasPortCondition()
 }
 
-// families reports which IP versions can satisfy the filter's address and
+// Families reports which IP versions can satisfy the filter's address and
 // protocol conditions.
-func (f Filter) families() (ipv4, ipv6 bool) {
+func (f Filter) Families() (ipv4, ipv6 bool) {
 	ipv4, ipv6 = true, true
 	for _, p := range []netip.Prefix{f.Src, f.Dst, f.Addr} {
 		if p.IsValid() {
@@ -184,6 +184,15 @@ func (f Filter) families() (ipv4, ipv6 bool) {
 	return ipv4, ipv6
 }
 
+// AllowsProtocol reports whether a packet of upper-layer protocol n can
+// satisfy the filter's protocol and port conditions.
+func (f Filter) AllowsProtocol(n uint8) bool {
+	if f.Proto.Set {
+		return f.Proto.Number == n
+	}
+	return !f.hasPortCondition() || carriesPorts(n)
+}
+
 // satisfiable reports whether any packet at all can match.
 func (f Filter) satisfiable() bool {
 	if f.Ifindex < 0 || int64(f.Ifindex) > 1<<31-1 {
@@ -192,6 +201,6 @@ func (f Filter) satisfiable() bool {
 	if f.hasPortCondition() && f.Proto.Set && !carriesPorts(f.Proto.Number) {
 		return false
 	}
-	ipv4, ipv6 := f.families()
+	ipv4, ipv6 := f.Families()
 	return ipv4 || ipv6
 }

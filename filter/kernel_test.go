@@ -79,8 +79,8 @@ func randomOptions(r *rand.Rand, combination int) (Options, int) {
 	return o, ifindex
 }
 
-// TestKernelMatchesReference runs every combination of options, twice with
-// random values, on random frames in the kernel and compares each verdict
+// TestKernelMatchesReference runs every combination of options, four times
+// with random values, on random frames in the kernel and compares each verdict
 // with referenceMatch.
 func TestKernelMatchesReference(t *testing.T) {
 	requireBPF(t)
@@ -90,7 +90,7 @@ func TestKernelMatchesReference(t *testing.T) {
 	const framesPerFilter = 300
 	var runs, matches, failures int
 	for combination := range allOptions + 1 {
-		for range 2 {
+		for range 4 {
 			o, ifindex := randomOptions(r, combination)
 			f, err := Parse(o)
 			if err != nil {

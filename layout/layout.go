@@ -38,6 +38,16 @@ type NetDevice struct {
 	Ifindex Field
 }
 
+// SockCommon holds the struct sock_common members that socket-level rows
+// (tcp_sendmsg, udp_recvmsg, ...) filter on. struct sock starts with it.
+type SockCommon struct {
+	Family              Field // unsigned short, AF_INET or AF_INET6
+	Num                 Field // __u16 local port, host byte order
+	Dport               Field // __be16 remote port, network byte order
+	Daddr, RcvSaddr     Field // __be32 remote and local IPv4 address
+	V6Daddr, V6RcvSaddr Field // struct in6_addr remote and local IPv6 address
+}
+
 // Layout describes the running kernel.
 type Layout struct {
 	ByteOrder   binary.ByteOrder // the kernel's, for instruction immediates
@@ -239,4 +249,37 @@ func isPointerTo(t btf.Type, name string) bool {
 	}
 	s, ok := btf.As[*btf.Struct](ptr.Target)
 	return ok && s.Name == name
+}
+
+// SockCommon returns the layout of struct sock_common, which only
+// socket-level rows need. A kernel built without IPv6 has no IPv6 addresses
+// there: their Size is 0.
+func (l *Layout) SockCommon() (SockCommon, error) {
+	var sk SockCommon
+	err := l.fillStruct("sock_common", []wantedMember{
+		{"skc_family", &sk.Family},
+		{"skc_num", &sk.Num},
+		{"skc_dport", &sk.Dport},
+		{"skc_daddr", &sk.Daddr},
+		{"skc_rcv_saddr", &sk.RcvSaddr},
+	})
+	if err != nil {
+		return sk, err
+	}
+	var s *btf.Struct
+	if err := l.typeByName("sock_common", &s); err != nil {
+		return sk, err
+	}
+	for _, m := range []struct {
+		name  string
+		field *Field
+	}{{"skc_v6_daddr", &sk.V6Daddr}, {"skc_v6_rcv_saddr", &sk.V6RcvSaddr}} {
+		if member, bits, ok := findMember(s.Members, m.name); ok && bits%8 == 0 {
+			if size, err := btf.Sizeof(member.Type); err != nil || size != 16 {
+				return sk, fmt.Errorf("struct sock_common member %s: not a 16-byte address", m.name)
+			}
+			*m.field = Field{Offset: bits.Bytes(), Size: 16}
+		}
+	}
+	return sk, nil
 }

@@ -9,25 +9,47 @@ import (
 	"github.com/skbstat/skbstat/layout"
 )
 
-// A hook is one way of running a program where the kernel handles an skb: it
-// knows the program type, where the context keeps the skb (and the drop
-// reason), and how to attach. Tracepoints have two hooks; kernel functions
-// will add theirs.
+// A hook is one way of running a program where the kernel handles an skb (or
+// a socket): it knows the program type, where the context keeps the probed
+// pointer (and the drop reason), and how to attach.
 type hook interface {
 	// mechanism names the hook kind for -v ("raw tracepoint").
 	mechanism() string
-	progType() ebpf.ProgramType
-	// loadSkb leaves the struct sk_buff pointer in dst, given the context in R6.
-	loadSkb(dst asm.Register) asm.Instructions
+	// configure sets the program type and attach target.
+	configure(spec *ebpf.ProgramSpec)
+	// loadArg leaves the struct sk_buff * (or struct sock *) in dst, given
+	// the context in R6.
+	loadArg(dst asm.Register) asm.Instructions
 	// loadReason leaves the drop reason in dst; ok is false where there is none.
 	loadReason(dst asm.Register) (insns asm.Instructions, ok bool)
+	// storeRowKey writes the index of the row counter to slotKey.
+	storeRowKey(row uint32) asm.Instructions
 	attach(prog *ebpf.Program) (link.Link, error)
+}
+
+// rowImmediate is the storeRowKey of hooks that serve one row: the index is
+// an immediate.
+type rowImmediate struct{}
+
+func (rowImmediate) storeRowKey(row uint32) asm.Instructions {
+	return asm.Instructions{asm.StoreImm(asm.R10, slotKey, int64(row), asm.Word)}
+}
+
+// noReason is the loadReason of hooks without a drop reason.
+type noReason struct{}
+
+func (noReason) loadReason(asm.Register) (asm.Instructions, bool) { return nil, false }
+
+// loadContext loads a field of the program context.
+func loadContext(dst asm.Register, f layout.Field) asm.Instructions {
+	return asm.Instructions{asm.LoadMem(dst, asm.R6, int16(f.Offset), sizeOf(f.Size))}
 }
 
 // tracepointHook runs a program at a kernel tracepoint, as a raw tracepoint
 // (no tracefs needed, arguments straight from the caller) or as a perf
 // tracepoint (the record laid out by the tracefs format file).
 type tracepointHook struct {
+	rowImmediate
 	tp layout.Tracepoint
 }
 
@@ -38,22 +60,22 @@ func (h tracepointHook) mechanism() string {
 	return "perf tracepoint"
 }
 
-func (h tracepointHook) progType() ebpf.ProgramType {
+func (h tracepointHook) configure(spec *ebpf.ProgramSpec) {
+	spec.Type = ebpf.TracePoint
 	if h.tp.Raw {
-		return ebpf.RawTracepoint
+		spec.Type = ebpf.RawTracepoint
 	}
-	return ebpf.TracePoint
 }
 
-func (h tracepointHook) loadSkb(dst asm.Register) asm.Instructions {
-	return asm.Instructions{loadField(dst, asm.R6, int16(h.tp.Skb.Offset), h.tp.Skb)}
+func (h tracepointHook) loadArg(dst asm.Register) asm.Instructions {
+	return loadContext(dst, h.tp.Skb)
 }
 
 func (h tracepointHook) loadReason(dst asm.Register) (asm.Instructions, bool) {
 	if h.tp.Reason.Size == 0 {
 		return nil, false
 	}
-	return asm.Instructions{loadField(dst, asm.R6, int16(h.tp.Reason.Offset), h.tp.Reason)}, true
+	return loadContext(dst, h.tp.Reason), true
 }
 
 func (h tracepointHook) attach(prog *ebpf.Program) (link.Link, error) {
@@ -71,16 +93,16 @@ func tracepointHooks(l *layout.Layout, group, name string) []func() (hook, error
 	return []func() (hook, error){
 		func() (hook, error) {
 			tp, err := l.RawTracepoint(group, name)
-			return tracepointHook{tp}, err
+			return tracepointHook{tp: tp}, err
 		},
 		func() (hook, error) {
-			tp, err := perfTracepoint(l, group, name)
-			return tracepointHook{tp}, err
+			tp, err := perfTracepoint(group, name)
+			return tracepointHook{tp: tp}, err
 		},
 	}
 }
 
-func perfTracepoint(l *layout.Layout, group, name string) (layout.Tracepoint, error) {
+func perfTracepoint(group, name string) (layout.Tracepoint, error) {
 	dir, err := tracefs.Mount()
 	if err != nil {
 		return layout.Tracepoint{}, err
@@ -90,4 +112,76 @@ func perfTracepoint(l *layout.Layout, group, name string) (layout.Tracepoint, er
 		return layout.Tracepoint{}, err
 	}
 	return layout.PerfTracepoint(f, group, name)
+}
+
+// fentryHook runs a program at a kernel function's entry through a BPF
+// trampoline: the cheapest hook, where the kernel allows it. Its context is
+// the function's arguments, one u64 each.
+type fentryHook struct {
+	rowImmediate
+	noReason
+	fn  string
+	arg int
+}
+
+func (h fentryHook) mechanism() string { return string(Fentry) }
+
+func (h fentryHook) configure(spec *ebpf.ProgramSpec) {
+	spec.Type, spec.AttachType, spec.AttachTo = ebpf.Tracing, ebpf.AttachTraceFEntry, h.fn
+}
+
+func (h fentryHook) loadArg(dst asm.Register) asm.Instructions {
+	return loadContext(dst, layout.Field{Offset: uint32(8 * h.arg), Size: 8})
+}
+
+func (h fentryHook) attach(prog *ebpf.Program) (link.Link, error) {
+	return link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceFEntry})
+}
+
+// kprobeHook runs a program at a kernel symbol through a kprobe. Its context
+// is the registers (struct pt_regs) at the function's entry.
+type kprobeHook struct {
+	rowImmediate
+	noReason
+	symbol string
+	arg    layout.Field // in struct pt_regs
+}
+
+func (h kprobeHook) mechanism() string { return string(Kprobe) }
+
+func (h kprobeHook) configure(spec *ebpf.ProgramSpec) { spec.Type = ebpf.Kprobe }
+
+func (h kprobeHook) loadArg(dst asm.Register) asm.Instructions { return loadContext(dst, h.arg) }
+
+func (h kprobeHook) attach(prog *ebpf.Program) (link.Link, error) {
+	return link.Kprobe(h.symbol, prog, nil)
+}
+
+// kprobeMultiHook runs one program at many kernel symbols through one
+// kprobe.multi link; each symbol's cookie is its row's counter index.
+type kprobeMultiHook struct {
+	noReason
+	symbols []string
+	rows    []uint64
+	arg     layout.Field // in struct pt_regs
+}
+
+func (h kprobeMultiHook) mechanism() string { return string(KprobeMulti) }
+
+func (h kprobeMultiHook) configure(spec *ebpf.ProgramSpec) {
+	spec.Type, spec.AttachType = ebpf.Kprobe, ebpf.AttachTraceKprobeMulti
+}
+
+func (h kprobeMultiHook) loadArg(dst asm.Register) asm.Instructions { return loadContext(dst, h.arg) }
+
+func (h kprobeMultiHook) storeRowKey(uint32) asm.Instructions {
+	return asm.Instructions{
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.FnGetAttachCookie.Call(),
+		asm.StoreMem(asm.R10, slotKey, asm.R0, asm.Word),
+	}
+}
+
+func (h kprobeMultiHook) attach(prog *ebpf.Program) (link.Link, error) {
+	return link.KprobeMulti(prog, link.KprobeMultiOptions{Symbols: h.symbols, Cookies: h.rows})
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 
 	"github.com/skbstat/skbstat/filter"
+	"github.com/skbstat/skbstat/kallsyms"
 	"github.com/skbstat/skbstat/layout"
 )
 
@@ -26,12 +27,13 @@ type Section uint32
 const (
 	Ingress Section = iota
 	Egress
+	Func // functions named with --func
 	Consume
 	Drop
 	numSections
 )
 
-var sectionNames = [numSections]string{"INGRESS", "EGRESS", "CONSUME", "DROP"}
+var sectionNames = [numSections]string{"INGRESS", "EGRESS", "FUNC", "CONSUME", "DROP"}
 
 func (s Section) String() string { return sectionNames[s] }
 
@@ -41,6 +43,10 @@ type Config struct {
 	Filter filter.Filter
 	// Sections to probe. A section that is off has nothing attached.
 	Ingress, Egress, Consume, Drop bool
+	// Funcs are more kernel functions to count, in a FUNC section.
+	Funcs []string
+	// Attach says how kernel-function rows attach.
+	Attach Mechanism
 }
 
 // probe is one source of counts: a row of an INGRESS or EGRESS section, or
@@ -52,14 +58,15 @@ type probe struct {
 	rank    int    // print order within the section
 	// fromData: the kernel has not set skb->network_header yet here.
 	fromData bool
-	hooks    []func() (hook, error)
-	row      uint32 // counter index, for row sections
+	hooks    []func() (hook, error) // a tracepoint's hooks, best first
+	fn       *funcTarget            // a kernel function's
+	row      uint32                 // counter index, for row sections
 }
 
 func (p *probe) stacks() bool { return p.section == Consume || p.section == Drop }
 
-// probes lists what cfg asks for, in a fixed order.
-func probes(cfg Config) []*probe {
+// tracepointProbes lists the tracepoints cfg asks for, in a fixed order.
+func tracepointProbes(cfg Config) []*probe {
 	tp := func(s Section, group, name, prog string, rank int, fromData bool) *probe {
 		return &probe{section: s, name: group + ":" + name, prog: prog, rank: rank,
 			fromData: fromData, hooks: tracepointHooks(cfg.Layout, group, name)}
@@ -79,14 +86,20 @@ func probes(cfg Config) []*probe {
 	if cfg.Drop {
 		ps = append(ps, tp(Drop, "skb", "kfree_skb", "skbstat_drop", 0, false))
 	}
-	var row uint32
+	return ps
+}
+
+// numberRows gives each row probe its counter index and returns how many
+// there are.
+func numberRows(ps []*probe) uint32 {
+	var rows uint32
 	for _, p := range ps {
 		if !p.stacks() {
-			p.row = row
-			row++
+			p.row = rows
+			rows++
 		}
 	}
-	return ps
+	return rows
 }
 
 // Map names, as referenced by the generated instructions.
@@ -128,27 +141,35 @@ func uncountedRow(rows uint32, s Section) uint32 { return rows + uint32(s) }
 
 // program generates the instructions of probe p at hook h.
 func program(p *probe, h hook, cfg Config, rows uint32) (asm.Instructions, error) {
-	sp, err := skbSpan(cfg.Layout)
+	src, err := source(p, cfg.Layout)
 	if err != nil {
 		return nil, err
 	}
-	src := skbSource{l: cfg.Layout, span: sp, fromData: p.fromData}
 	insns := asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1)}
-	insns = append(insns, h.loadSkb(asm.R1)...)
+	insns = append(insns, h.loadArg(asm.R1)...)
 	insns = append(insns,
 		asm.JEq.Imm(asm.R1, 0, "exit"),
-		asm.StoreMem(asm.R10, slotSkb, asm.R1, asm.DWord),
+		asm.StoreMem(asm.R10, slotArg, asm.R1, asm.DWord),
 	)
 	insns = append(insns, cfg.Filter.Instructions(src, cfg.Layout.ByteOrder, "exit")...)
 	if p.stacks() {
 		insns = append(insns, countStack(p.section, h, rows)...)
 	} else {
-		insns = append(insns, countRow(p.row)...)
+		insns = append(insns, countRow(h.storeRowKey(p.row))...)
 	}
 	return append(insns,
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("exit"),
 		asm.Return(),
 	), nil
+}
+
+// source is how p's program reaches the packet: through the skb, or, at
+// socket level, through the socket.
+func source(p *probe, l *layout.Layout) (filter.Source, error) {
+	if p.fn != nil && p.fn.sock {
+		return newSockSource(l, p.fn.proto, p.fn.received)
+	}
+	return newSkbSource(l, p.fromData)
 }
 
 // lookupKey looks up the key at slotKey in m: R0 = value pointer or NULL.
@@ -171,9 +192,9 @@ func increment() asm.Instructions {
 	}
 }
 
-// countRow adds one to a row counter.
-func countRow(row uint32) asm.Instructions {
-	insns := asm.Instructions{asm.StoreImm(asm.R10, slotKey, int64(row), asm.Word)}
+// countRow adds one to the row counter whose index storeKey writes.
+func countRow(storeKey asm.Instructions) asm.Instructions {
+	insns := append(asm.Instructions{}, storeKey...)
 	insns = append(insns, lookupKey(rowsMap)...)
 	insns = append(insns, asm.JEq.Imm(asm.R0, 0, "exit"))
 	return append(insns, increment()...)
@@ -219,7 +240,7 @@ func countStack(s Section, h hook, rows uint32) asm.Instructions {
 	insns = append(insns, asm.JEq.Imm(asm.R0, 0, "full"))
 	insns = append(insns, increment()...)
 	insns = append(insns, asm.Ja.Label("exit"))
-	full := countRow(uncountedRow(rows, s))
+	full := countRow(rowImmediate{}.storeRowKey(uncountedRow(rows, s)))
 	full[0] = full[0].WithSymbol("full")
 	return append(insns, full...)
 }
@@ -227,8 +248,11 @@ func countStack(s Section, h hook, rows uint32) asm.Instructions {
 // Dump writes the instructions of every program cfg asks for, as they would
 // be loaded with the first hook of each probe that this kernel offers.
 func Dump(w io.Writer, cfg Config) error {
-	ps := probes(cfg)
-	rows := rowCount(ps)
+	ps, _, err := plan(cfg)
+	if err != nil {
+		return err
+	}
+	rows := numberRows(ps)
 	for _, p := range ps {
 		h, err := firstHook(p)
 		if err != nil {
@@ -244,17 +268,16 @@ func Dump(w io.Writer, cfg Config) error {
 	return nil
 }
 
-func rowCount(ps []*probe) uint32 {
-	var n uint32
-	for _, p := range ps {
-		if !p.stacks() {
-			n++
-		}
-	}
-	return n
-}
-
+// firstHook is the hook Dump shows: a tracepoint's first, a function's
+// fentry where BTF describes it, else its kprobe.
 func firstHook(p *probe) (hook, error) {
+	if p.fn != nil {
+		if p.fn.hasBTF {
+			return fentryHook{fn: p.fn.symbol, arg: p.fn.arg}, nil
+		}
+		arg, err := layout.PtRegsArg(kernelArch(), p.fn.arg)
+		return kprobeHook{symbol: p.fn.symbol, arg: arg}, err
+	}
 	var last error
 	for _, resolve := range p.hooks {
 		h, err := resolve()
@@ -264,4 +287,19 @@ func firstHook(p *probe) (hook, error) {
 		last = err
 	}
 	return nil, last
+}
+
+// plan lists every probe cfg asks for, tracepoints first, and the kernel
+// functions it asks for that this kernel lacks.
+func plan(cfg Config) (ps []*probe, missing []Attachment, err error) {
+	ps = tracepointProbes(cfg)
+	if cfg.Ingress || cfg.Egress || len(cfg.Funcs) > 0 {
+		syms, err := kallsyms.Load()
+		if err != nil {
+			return nil, nil, fmt.Errorf("kernel functions: %w", err)
+		}
+		fps, miss := functionProbes(cfg, syms)
+		ps, missing = append(ps, fps...), miss
+	}
+	return ps, missing, nil
 }

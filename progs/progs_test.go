@@ -65,9 +65,9 @@ func TestTracepointHooks(t *testing.T) {
 				t.Fatal(err)
 			}
 			cfg := Config{Layout: l, Filter: f, Drop: true}
-			ps := probes(cfg)
+			ps := tracepointProbes(cfg)
 			ps[0].hooks = ps[0].hooks[i : i+1]
-			s, err := load(cfg, ps)
+			s, err := load(cfg, ps, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -48,30 +48,41 @@ func (a Attachment) String() string {
 // best hook the kernel offers. A probe that cannot be attached is skipped and
 // listed in Skipped; if none can be, Load fails and leaves nothing behind.
 func Load(cfg Config) (*Set, error) {
-	return load(cfg, probes(cfg))
+	ps, missing, err := plan(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return load(cfg, ps, missing)
 }
 
-func load(cfg Config, ps []*probe) (_ *Set, err error) {
-	s := &Set{probes: ps, maps: map[string]*ebpf.Map{}, prevStacks: map[stackKey]uint64{}}
-	s.rows = rowCount(s.probes)
+func load(cfg Config, ps []*probe, missing []Attachment) (_ *Set, err error) {
+	s := &Set{probes: ps, maps: map[string]*ebpf.Map{}, prevStacks: map[stackKey]uint64{}, Skipped: missing}
+	s.rows = numberRows(ps)
 	defer func() {
 		if err != nil {
 			s.Close()
 		}
 	}()
-	withStacks := cfg.Consume || cfg.Drop
-	for _, spec := range mapSpecs(s.rows, withStacks) {
+	for _, spec := range mapSpecs(s.rows, cfg.Consume || cfg.Drop) {
 		m, err := ebpf.NewMap(spec)
 		if err != nil {
 			return nil, fmt.Errorf("create map %s: %w", spec.Name, err)
 		}
 		s.maps[spec.Name] = m
 	}
-	for _, p := range s.probes {
+	var funcs []*probe
+	for _, p := range ps {
+		if p.fn != nil {
+			funcs = append(funcs, p)
+			continue
+		}
 		mech, err := s.attach(p, cfg)
 		s.record(Attachment{Section: p.section, Probe: p.name, Mechanism: mech, Err: err})
 	}
-	if len(s.Attached) == 0 && len(s.Skipped) > 0 {
+	if err := s.attachFunctions(funcs, cfg); err != nil {
+		return nil, err
+	}
+	if len(s.Attached) == 0 {
 		errs := make([]error, len(s.Skipped))
 		for i, a := range s.Skipped {
 			errs[i] = fmt.Errorf("%s: %w", a.Probe, a.Err)
@@ -90,7 +101,7 @@ func (s *Set) record(a Attachment) {
 	}
 }
 
-// attach tries p's hooks in order and keeps the first that loads and
+// attach tries a tracepoint probe's hooks in order and keeps the first that loads and
 // attaches.
 func (s *Set) attach(p *probe, cfg Config) (mechanism string, err error) {
 	var errs []string
@@ -119,12 +130,9 @@ func (s *Set) attachHook(p *probe, h hook, cfg Config) error {
 			return err
 		}
 	}
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:         p.prog,
-		Type:         h.progType(),
-		Instructions: insns,
-		License:      "GPL",
-	})
+	spec := &ebpf.ProgramSpec{Name: p.prog, Instructions: insns, License: "GPL"}
+	h.configure(spec)
+	prog, err := ebpf.NewProgram(spec)
 	if err != nil {
 		return fmt.Errorf("load: %w", err)
 	}

@@ -1,6 +1,7 @@
 package progs
 
 import (
+	"encoding/binary"
 	"fmt"
 	"sort"
 
@@ -10,59 +11,63 @@ import (
 )
 
 // Stack frame shared by every generated program, as offsets from R10. The
-// verifier insists on aligned stack access, so every slot is 8-aligned and
-// the skb span keeps the struct's own alignment.
+// verifier insists on aligned stack access, so every slot is 8-aligned and a
+// copied span of a kernel struct keeps the struct's own alignment.
 const (
-	slotSkb   = -8  // struct sk_buff *
-	slotAvail = -16 // linear bytes from the network header on
+	slotArg   = -8  // the probe's struct sk_buff * or struct sock *
+	slotAvail = -16 // bytes Fetch may read from the network header on
 	slotKey   = -32 // count key (16 bytes)
 	slotOne   = -40 // the value 1, for a first map insert
-	slotFetch = -88 // filter.Source Fetch buffer (48 bytes)
-	// The skb span lies below slotFetch; its size depends on the kernel.
+	slotFetch = -88 // filter.Source Fetch buffer
 	fetchSize = 48
-	maxStack  = 512
+	// slotSynth holds the IP header a socket-level row makes up.
+	slotSynth = -136
+	synthSize = 48
+	// The span of the probed struct lies below the buffers.
+	spanTop  = slotSynth
+	maxStack = 512
 )
 
-// span is a run of sk_buff bytes that holds every field the filter needs, so
-// that one bpf_probe_read_kernel call fetches them all.
+// span is a run of a kernel struct's bytes that holds every field a Source
+// needs, so that one bpf_probe_read_kernel call copies them all.
 type span struct {
-	start, size uint32 // in struct sk_buff
+	start, size uint32 // in the struct
 }
 
-func skbSpan(l *layout.Layout) (span, error) {
-	fields := []layout.Field{l.SkBuff.Head, l.SkBuff.Data, l.SkBuff.Len, l.SkBuff.DataLen,
-		l.SkBuff.Protocol, l.SkBuff.NetworkHeader}
-	sort.Slice(fields, func(i, j int) bool { return fields[i].Offset < fields[j].Offset })
-	start := fields[0].Offset &^ 7
-	last := fields[len(fields)-1]
+func newSpan(fields ...layout.Field) (span, error) {
+	var present []layout.Field
+	for _, f := range fields {
+		if f.Size > 0 {
+			present = append(present, f)
+		}
+	}
+	sort.Slice(present, func(i, j int) bool { return present[i].Offset < present[j].Offset })
+	start := present[0].Offset &^ 7
+	last := present[len(present)-1]
 	size := (last.Offset + last.Size - start + 7) &^ 7
-	if int(size) > maxStack+slotFetch-8 {
-		return span{}, fmt.Errorf("sk_buff fields span %d bytes, more than the BPF stack holds", size)
+	if int(size) > maxStack+spanTop {
+		return span{}, fmt.Errorf("struct fields span %d bytes, more than the BPF stack holds", size)
 	}
 	return span{start, size}, nil
 }
 
-// stackSlot is where the span keeps field f.
-func (s span) stackSlot(f layout.Field) int16 {
-	return s.base() + int16(f.Offset-s.start)
+func (s span) base() int16 { return spanTop - int16(s.size) }
+
+// slot is where the span keeps field f.
+func (s span) slot(f layout.Field) int16 { return s.base() + int16(f.Offset-s.start) }
+
+// load loads field f of the copied span.
+func (s span) load(dst asm.Register, f layout.Field) asm.Instruction {
+	return asm.LoadMem(dst, asm.R10, s.slot(f), sizeOf(f.Size))
 }
 
-func (s span) base() int16 { return slotFetch - int16(s.size) }
-
-// skbSource is the filter.Source of tracing programs: it copies the skb's
-// fields and packet bytes with bpf_probe_read_kernel. The caller stores the
-// skb pointer in slotSkb first.
-type skbSource struct {
-	l    *layout.Layout
-	span span
-	// fromData: the probe fires before the kernel sets skb->network_header
-	// (net:netif_receive_skb), so the IP header is at skb->data.
-	fromData bool
-}
-
-// loadField loads a field of n bytes (1, 2, 4 or 8) from src+off.
-func loadField(dst, src asm.Register, off int16, f layout.Field) asm.Instruction {
-	return asm.LoadMem(dst, src, off, sizeOf(f.Size))
+// read copies the span from the struct at slotArg to the stack.
+func (s span) read(reject string) asm.Instructions {
+	insns := asm.Instructions{
+		asm.LoadMem(asm.R3, asm.R10, slotArg, asm.DWord),
+		asm.Add.Imm(asm.R3, int32(s.start)),
+	}
+	return append(insns, probeRead(s.base(), int32(s.size), reject)...)
 }
 
 func sizeOf(n uint32) asm.Size {
@@ -89,66 +94,9 @@ func probeRead(slot int16, size int32, reject string) asm.Instructions {
 	}
 }
 
-func (s skbSource) Ethertype(dst asm.Register, reject string) asm.Instructions {
-	insns := asm.Instructions{
-		asm.LoadMem(asm.R3, asm.R10, slotSkb, asm.DWord),
-		asm.Add.Imm(asm.R3, int32(s.span.start)),
-	}
-	insns = append(insns, probeRead(s.span.base(), int32(s.span.size), reject)...)
-	return append(insns, loadField(dst, asm.R10, s.span.stackSlot(s.l.SkBuff.Protocol), s.l.SkBuff.Protocol))
-}
-
-func (s skbSource) Ifindex(dst asm.Register, reject string) asm.Instructions {
-	dev, ifindex := s.l.SkBuff.Dev, s.l.NetDevice.Ifindex
-	insns := asm.Instructions{
-		asm.LoadMem(asm.R3, asm.R10, slotSkb, asm.DWord),
-		asm.Add.Imm(asm.R3, int32(dev.Offset)),
-	}
-	insns = append(insns, probeRead(slotFetch, int32(dev.Size), reject)...)
-	insns = append(insns,
-		loadField(asm.R3, asm.R10, slotFetch, dev),
-		asm.JEq.Imm(asm.R3, 0, reject),
-		asm.Add.Imm(asm.R3, int32(ifindex.Offset)),
-	)
-	insns = append(insns, probeRead(slotFetch, int32(ifindex.Size), reject)...)
-	return append(insns, loadField(dst, asm.R10, slotFetch, ifindex))
-}
-
-// Setup finds the network header and how many linear bytes follow it:
-// R7 = head + network offset; slotAvail = linear end - network offset, where
-// the linear end is (data - head) + (len - data_len).
-func (s skbSource) Setup(reject string) asm.Instructions {
-	sk := s.l.SkBuff
-	useData := reject + "_use_data"
-	insns := asm.Instructions{
-		loadField(asm.R1, asm.R10, s.span.stackSlot(sk.Data), sk.Data),
-		loadField(asm.R2, asm.R10, s.span.stackSlot(sk.Head), sk.Head),
-		asm.Sub.Reg(asm.R1, asm.R2), // R1 = data offset
-		loadField(asm.R3, asm.R10, s.span.stackSlot(sk.Len), sk.Len),
-		loadField(asm.R4, asm.R10, s.span.stackSlot(sk.DataLen), sk.DataLen),
-		asm.Sub.Reg(asm.R3, asm.R4),
-		asm.Add.Reg(asm.R3, asm.R1), // R3 = linear end offset
-	}
-	if !s.fromData {
-		// network_header is 0 until the kernel first sets it.
-		insns = append(insns,
-			loadField(asm.R4, asm.R10, s.span.stackSlot(sk.NetworkHeader), sk.NetworkHeader),
-			asm.JEq.Imm(asm.R4, 0, useData),
-			asm.Mov.Reg(asm.R1, asm.R4),
-		)
-	}
-	return append(insns,
-		asm.JGT.Reg(asm.R1, asm.R3, reject).WithSymbol(useData),
-		asm.Sub.Reg(asm.R3, asm.R1),
-		asm.StoreMem(asm.R10, slotAvail, asm.R3, asm.DWord),
-		asm.Mov.Reg(asm.R7, asm.R2),
-		asm.Add.Reg(asm.R7, asm.R1),
-	)
-}
-
-// Fetch copies size bytes at network header + off into the fetch buffer,
-// after checking that they lie in the linear data.
-func (s skbSource) Fetch(dst, off asm.Register, size int32, reject string) asm.Instructions {
+// fetch is the Fetch of both Sources: copy size bytes at R7 + off into the
+// fetch buffer, after checking them against the bytes available.
+func fetch(dst, off asm.Register, size int32, reject string) asm.Instructions {
 	if size > fetchSize {
 		panic(fmt.Sprintf("filter fetch of %d bytes exceeds the %d-byte buffer", size, fetchSize))
 	}
@@ -156,7 +104,7 @@ func (s skbSource) Fetch(dst, off asm.Register, size int32, reject string) asm.I
 		asm.Mov.Reg(asm.R4, off),
 		asm.Mov.Reg(asm.R1, asm.R4),
 		asm.Add.Imm(asm.R1, size),
-		asm.LoadMem(asm.R2, asm.R10, slotAvail, asm.DWord),
+		asm.LoadMem(asm.R2, asm.R10, slotAvail, asm.Word),
 		asm.JGT.Reg(asm.R1, asm.R2, reject),
 		asm.Mov.Reg(asm.R3, asm.R7),
 		asm.Add.Reg(asm.R3, asm.R4),
@@ -166,4 +114,244 @@ func (s skbSource) Fetch(dst, off asm.Register, size int32, reject string) asm.I
 		asm.Mov.Reg(dst, asm.R10),
 		asm.Add.Imm(dst, slotFetch),
 	)
+}
+
+// ethertype is the immediate that an ETH_P_* value, stored in network byte
+// order, has when loaded into a register.
+func ethertype(order binary.ByteOrder, ethP uint16) int32 {
+	return int32(order.Uint16(binary.BigEndian.AppendUint16(nil, ethP)))
+}
+
+const (
+	ethPIP   = 0x0800
+	ethPIPv6 = 0x86dd
+)
+
+// skbSource is the filter.Source of programs that see an skb: it copies the
+// skb's fields and packet bytes with bpf_probe_read_kernel. The program
+// stores the skb pointer in slotArg first.
+type skbSource struct {
+	l    *layout.Layout
+	span span
+	// fromData: the probe fires before the kernel sets skb->network_header
+	// (net:netif_receive_skb), so the IP header is at skb->data.
+	fromData bool
+	labels   labels
+}
+
+// labels makes the jump labels of a Source unique: the filter calls a
+// method once per address family path.
+type labels int
+
+func (n *labels) next(reject, name string) string {
+	*n++
+	return fmt.Sprintf("%s_%s%d", reject, name, *n)
+}
+
+func newSkbSource(l *layout.Layout, fromData bool) (*skbSource, error) {
+	sk := l.SkBuff
+	sp, err := newSpan(sk.Head, sk.Data, sk.Len, sk.DataLen, sk.Protocol, sk.NetworkHeader)
+	return &skbSource{l: l, span: sp, fromData: fromData}, err
+}
+
+// Ethertype copies the skb's fields once; Setup uses them too.
+func (s *skbSource) Ethertype(dst asm.Register, reject string) asm.Instructions {
+	return append(s.span.read(reject), s.span.load(dst, s.l.SkBuff.Protocol))
+}
+
+func (s *skbSource) Ifindex(dst asm.Register, reject string) asm.Instructions {
+	dev, ifindex := s.l.SkBuff.Dev, s.l.NetDevice.Ifindex
+	insns := asm.Instructions{
+		asm.LoadMem(asm.R3, asm.R10, slotArg, asm.DWord),
+		asm.Add.Imm(asm.R3, int32(dev.Offset)),
+	}
+	insns = append(insns, probeRead(slotFetch, int32(dev.Size), reject)...)
+	insns = append(insns,
+		asm.LoadMem(asm.R3, asm.R10, slotFetch, sizeOf(dev.Size)),
+		asm.JEq.Imm(asm.R3, 0, reject),
+		asm.Add.Imm(asm.R3, int32(ifindex.Offset)),
+	)
+	insns = append(insns, probeRead(slotFetch, int32(ifindex.Size), reject)...)
+	return append(insns, asm.LoadMem(dst, asm.R10, slotFetch, sizeOf(ifindex.Size)))
+}
+
+// Setup finds the network header and how many linear bytes follow it:
+// R7 = head + network offset; slotAvail = linear end - network offset, where
+// the linear end is (data - head) + (len - data_len).
+func (s *skbSource) Setup(reject string) asm.Instructions {
+	sk := s.l.SkBuff
+	useData := s.labels.next(reject, "use_data")
+	insns := asm.Instructions{
+		s.span.load(asm.R1, sk.Data),
+		s.span.load(asm.R2, sk.Head),
+		asm.Sub.Reg(asm.R1, asm.R2), // R1 = data offset
+		s.span.load(asm.R3, sk.Len),
+		s.span.load(asm.R4, sk.DataLen),
+		asm.Sub.Reg(asm.R3, asm.R4),
+		asm.Add.Reg(asm.R3, asm.R1), // R3 = linear end offset
+	}
+	if !s.fromData {
+		// network_header is 0 until the kernel first sets it.
+		insns = append(insns,
+			s.span.load(asm.R4, sk.NetworkHeader),
+			asm.JEq.Imm(asm.R4, 0, useData),
+			asm.Mov.Reg(asm.R1, asm.R4),
+		)
+	}
+	return append(insns,
+		asm.JGT.Reg(asm.R1, asm.R3, reject).WithSymbol(useData),
+		asm.Sub.Reg(asm.R3, asm.R1),
+		asm.StoreMem(asm.R10, slotAvail, asm.R3, asm.Word),
+		asm.Mov.Reg(asm.R7, asm.R2),
+		asm.Add.Reg(asm.R7, asm.R1),
+	)
+}
+
+func (s *skbSource) Fetch(dst, off asm.Register, size int32, reject string) asm.Instructions {
+	return fetch(dst, off, size, reject)
+}
+
+// sockSource is the filter.Source of socket-level rows (tcp_sendmsg,
+// udp_recvmsg, ...), which see a struct sock and no packet: it makes up the
+// IP and transport header of the socket's traffic in the stack, from the
+// socket's addresses and ports, and lets the filter read that. A packet
+// received has the peer as source; one sent, as destination.
+type sockSource struct {
+	l     *layout.Layout
+	sk    layout.SockCommon
+	span  span
+	proto uint8 // the transport the probed function handles
+	// received: the socket receives, so the peer is the source.
+	received bool
+	labels   labels
+}
+
+func newSockSource(l *layout.Layout, proto uint8, received bool) (*sockSource, error) {
+	sk, err := l.SockCommon()
+	if err != nil {
+		return nil, err
+	}
+	sp, err := newSpan(sk.Family, sk.Num, sk.Dport, sk.Daddr, sk.RcvSaddr, sk.V6Daddr, sk.V6RcvSaddr)
+	return &sockSource{l: l, sk: sk, span: sp, proto: proto, received: received}, err
+}
+
+const (
+	afInet  = 2
+	afInet6 = 10
+	// header lengths of the made-up headers, kept in slotAvail until Setup
+	ipv4HeaderLen = 20
+	ipv6HeaderLen = 40
+)
+
+// Ethertype copies the socket's fields and says IPv4 for AF_INET sockets and
+// for AF_INET6 sockets whose peer is IPv4-mapped (their packets are IPv4 on
+// the wire), IPv6 for the other AF_INET6 sockets.
+func (s *sockSource) Ethertype(dst asm.Register, reject string) asm.Instructions {
+	order := s.l.ByteOrder
+	v4, v6, done := s.labels.next(reject, "sock_v4"), s.labels.next(reject, "sock_v6"), s.labels.next(reject, "sock_family")
+	insns := append(s.span.read(reject),
+		s.span.load(asm.R1, s.sk.Family),
+		asm.JEq.Imm(asm.R1, afInet, v4),
+	)
+	if s.sk.V6Daddr.Size == 0 { // a kernel without IPv6
+		return append(insns,
+			asm.Ja.Label(reject),
+			asm.StoreImm(asm.R10, slotAvail, ipv4HeaderLen, asm.Word).WithSymbol(v4),
+			asm.Mov.Imm(dst, ethertype(order, ethPIP)),
+		)
+	}
+	insns = append(insns, asm.JNE.Imm(asm.R1, afInet6, reject))
+	mapped := []byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff}
+	for i := 0; i < 3; i++ {
+		f := layout.Field{Offset: s.sk.V6Daddr.Offset + uint32(4*i), Size: 4}
+		insns = append(insns,
+			s.span.load(asm.R1, f),
+			asm.JNE.Imm32(asm.R1, int32(order.Uint32(mapped[4*i:])), v6),
+		)
+	}
+	return append(insns,
+		asm.StoreImm(asm.R10, slotAvail, ipv4HeaderLen, asm.Word).WithSymbol(v4),
+		asm.Mov.Imm(dst, ethertype(order, ethPIP)),
+		asm.Ja.Label(done),
+		asm.StoreImm(asm.R10, slotAvail, ipv6HeaderLen, asm.Word).WithSymbol(v6),
+		asm.Mov.Imm(dst, ethertype(order, ethPIPv6)),
+		asm.Mov.Reg(dst, dst).WithSymbol(done),
+	)
+}
+
+// Ifindex: a socket-level row has no device, so it never matches -I.
+func (s *sockSource) Ifindex(dst asm.Register, reject string) asm.Instructions {
+	return asm.Instructions{asm.Ja.Label(reject)}
+}
+
+// Setup writes the made-up header to slotSynth and points R7 at it.
+func (s *sockSource) Setup(reject string) asm.Instructions {
+	order := s.l.ByteOrder
+	v6, done := s.labels.next(reject, "synth_v6"), s.labels.next(reject, "synth_done")
+	word := func(b ...byte) int64 { return int64(order.Uint32(b)) }
+	insns := asm.Instructions{
+		asm.LoadMem(asm.R1, asm.R10, slotAvail, asm.Word),
+		asm.JEq.Imm(asm.R1, ipv6HeaderLen, v6),
+		// IPv4: version 4, IHL 5, no fragment, protocol.
+		asm.StoreImm(asm.R10, slotSynth, word(0x45, 0, 0, 0), asm.Word),
+		asm.StoreImm(asm.R10, slotSynth+4, 0, asm.Word),
+		asm.StoreImm(asm.R10, slotSynth+8, word(64, s.proto, 0, 0), asm.Word),
+	}
+	insns = append(insns, s.addresses(slotSynth+12, s.sk.RcvSaddr, s.sk.Daddr)...)
+	insns = append(insns, s.ports(slotSynth+ipv4HeaderLen, ipv4HeaderLen)...)
+	insns = append(insns, asm.Ja.Label(done))
+	if s.sk.V6Daddr.Size != 0 {
+		v6insns := asm.Instructions{
+			// IPv6: version 6, next header.
+			asm.StoreImm(asm.R10, slotSynth, word(0x60, 0, 0, 0), asm.Word),
+			asm.StoreImm(asm.R10, slotSynth+4, word(0, 0, s.proto, 64), asm.Word),
+		}
+		v6insns = append(v6insns, s.addresses(slotSynth+8, s.sk.V6RcvSaddr, s.sk.V6Daddr)...)
+		v6insns = append(v6insns, s.ports(slotSynth+ipv6HeaderLen, ipv6HeaderLen)...)
+		v6insns[0] = v6insns[0].WithSymbol(v6)
+		insns = append(insns, v6insns...)
+	}
+	return append(insns,
+		asm.Mov.Reg(asm.R7, asm.R10).WithSymbol(done),
+		asm.Add.Imm(asm.R7, slotSynth),
+	)
+}
+
+// addresses copies the source and then the destination address to slot.
+func (s *sockSource) addresses(slot int16, local, peer layout.Field) asm.Instructions {
+	src, dst := local, peer
+	if s.received {
+		src, dst = peer, local
+	}
+	var insns asm.Instructions
+	for i, f := range []layout.Field{src, dst} {
+		for w := uint32(0); w < f.Size; w += 4 {
+			insns = append(insns,
+				s.span.load(asm.R1, layout.Field{Offset: f.Offset + w, Size: 4}),
+				asm.StoreMem(asm.R10, slot+int16(uint32(i)*f.Size+w), asm.R1, asm.Word),
+			)
+		}
+	}
+	return insns
+}
+
+// ports writes the source and destination port at slot, in network byte
+// order like a packet's: skc_dport is stored so already, skc_num is not.
+func (s *sockSource) ports(slot int16, headerLen int32) asm.Instructions {
+	local, peer := slot, slot+2
+	if s.received {
+		local, peer = slot+2, slot
+	}
+	return asm.Instructions{
+		s.span.load(asm.R1, s.sk.Num),
+		asm.HostTo(asm.BE, asm.R1, asm.Half),
+		asm.StoreMem(asm.R10, local, asm.R1, asm.Half),
+		s.span.load(asm.R1, s.sk.Dport),
+		asm.StoreMem(asm.R10, peer, asm.R1, asm.Half),
+		asm.StoreImm(asm.R10, slotAvail, int64(headerLen+4), asm.Word),
+	}
+}
+
+func (s *sockSource) Fetch(dst, off asm.Register, size int32, reject string) asm.Instructions {
+	return fetch(dst, off, size, reject)
 }

@@ -277,6 +277,9 @@ func TestBadInput(t *testing.T) {
 		{[]string{"--no_drop"}, "--no_drop: nothing left to trace (add --input, --output or --consume)"},
 		{[]string{"--bogus"}, "flag provided but not defined: -bogus"},
 		{[]string{"extra"}, `unexpected argument "extra"`},
+		{[]string{"--attach", "uprobe"}, "--attach uprobe: unknown attach mechanism (auto, fentry, kprobe-multi or kprobe)"},
+		{[]string{"-f", "no_such_function_xyz"}, "-f no_such_function_xyz: no kernel function no_such_function_xyz in the kernel's BTF"},
+		{[]string{"-f", "schedule"}, "-f schedule: function schedule has no struct sk_buff * parameter"},
 	} {
 		cmd := exec.Command(skbstatBin, c.args...)
 		out, err := cmd.CombinedOutput()

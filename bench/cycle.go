@@ -1,0 +1,135 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// skbstatCycle loads, attaches, waits one 1 ms interval, prints and
+// detaches: the five tracepoints with stacks on consume and drop.
+var skbstatCycle = []string{"--input", "--output", "--consume", "-i", "0.001", "-c", "1"}
+
+// bpftraceCycle does the same job in bpftrace. bpftrace acts on exit()
+// only in its event loop, which it enters after every probe is attached
+// (BEGIN { exit(); } would also do so, but the 1 ms interval probe mirrors
+// skbstat's 1 ms interval), and it then prints its maps and detaches.
+const bpftraceCycle = `
+tracepoint:net:netif_receive_skb, tracepoint:net:net_dev_queue, tracepoint:net:net_dev_xmit { @rows[probe] = count(); }
+tracepoint:skb:consume_skb, tracepoint:skb:kfree_skb { @stacks[kstack] = count(); }
+interval:ms:1 { exit(); }`
+
+// sample is one full cycle of one tool.
+type sample struct {
+	wall   time.Duration
+	rssKiB int64 // peak resident set size, from wait4's rusage
+	stacks bool  // the output had at least one kernel stack
+}
+
+type cycleResult struct{ skbstat, bpftrace []sample }
+
+// cycles runs each tool's full cycle runs times, interleaved and with
+// alternating order (AB BA AB ...) so that the machine's noise falls on
+// both alike. With ns, paced traffic flows between the namespaces meanwhile,
+// so that stacks are printed (and /proc/kallsyms read).
+func cycles(ctx context.Context, t tools, runs int, ns *pair) (cycleResult, error) {
+	if ns != nil {
+		bg := ns.sendCmd(ctx, t, 1<<30, "200us")
+		if err := bg.Start(); err != nil {
+			return cycleResult{}, fmt.Errorf("background traffic: %w", err)
+		}
+		defer bg.Wait()
+		defer bg.Process.Kill()
+		time.Sleep(100 * time.Millisecond)
+	}
+	var r cycleResult
+	skb := func() error {
+		s, err := cycle(ctx, t.skbstat, skbstatCycle, skbstatStacks)
+		r.skbstat = append(r.skbstat, s)
+		return err
+	}
+	bt := func() error {
+		s, err := cycle(ctx, "bpftrace", []string{"-e", bpftraceCycle}, bpftraceStacks)
+		r.bpftrace = append(r.bpftrace, s)
+		return err
+	}
+	for i := range runs {
+		first, second := skb, bt
+		if i%2 == 1 {
+			first, second = bt, skb
+		}
+		if err := first(); err != nil {
+			return r, err
+		}
+		if err := second(); err != nil {
+			return r, err
+		}
+	}
+	return r, nil
+}
+
+func cycle(ctx context.Context, bin string, args []string, hasStacks func(string) bool) (sample, error) {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	start := time.Now()
+	err := cmd.Run()
+	wall := time.Since(start)
+	if err != nil {
+		return sample{}, fmt.Errorf("%s %s: %v\n%s", bin, strings.Join(args, " "), err, errOut.String())
+	}
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	return sample{wall: wall, rssKiB: ru.Maxrss, stacks: hasStacks(out.String())}, nil
+}
+
+// skbstatStacks: stack frames are indented 16 spaces.
+func skbstatStacks(out string) bool {
+	return strings.Contains(out, "\n                ")
+}
+
+func bpftraceStacks(out string) bool {
+	return strings.Contains(out, "@stacks[")
+}
+
+func printCycles(runs int, idle, busy cycleResult) {
+	fmt.Printf("## Full cycle (%d runs per tool and variant, interleaved)\n\n", runs)
+	fmt.Printf("skbstat %s\n\nbpftrace -e '%s'\n\n", strings.Join(skbstatCycle, " "),
+		strings.ReplaceAll(strings.TrimSpace(bpftraceCycle), "\n", " "))
+	fmt.Println("| variant | tool | wall median | wall p90 | peak RSS median | peak RSS max | runs with stacks printed |")
+	fmt.Println("|---|---|---|---|---|---|---|")
+	for _, v := range []struct {
+		name string
+		r    cycleResult
+	}{{"idle", idle}, {"traffic (~5k pkt/s)", busy}} {
+		row := func(tool string, ss []sample) {
+			var wall, rss []float64
+			stacks := 0
+			for _, s := range ss {
+				wall = append(wall, s.wall.Seconds())
+				rss = append(rss, float64(s.rssKiB)/1024)
+				if s.stacks {
+					stacks++
+				}
+			}
+			fmt.Printf("| %s | %s | %.3f s | %.3f s | %.1f MiB | %.1f MiB | %d/%d |\n", v.name, tool,
+				quantile(wall, 0.5), quantile(wall, 0.9), quantile(rss, 0.5), quantile(rss, 1), stacks, len(ss))
+		}
+		row("skbstat", v.r.skbstat)
+		row("bpftrace", v.r.bpftrace)
+		ratio := median(v.r.bpftrace) / median(v.r.skbstat)
+		fmt.Printf("| %s | bpftrace/skbstat | %.1fx | | | | |\n", v.name, ratio)
+	}
+	fmt.Println()
+}
+
+func median(ss []sample) float64 {
+	var wall []float64
+	for _, s := range ss {
+		wall = append(wall, s.wall.Seconds())
+	}
+	return quantile(wall, 0.5)
+}

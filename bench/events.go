@@ -1,0 +1,336 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// tracepoints and the name skbstat gives its program for each.
+var tracepoints = []struct{ name, skbstatProg string }{
+	{"netif_receive_skb", "skbstat_rx"},
+	{"net_dev_queue", "skbstat_queue"},
+	{"net_dev_xmit", "skbstat_xmit"},
+	{"consume_skb", "skbstat_consume"},
+	{"kfree_skb", "skbstat_drop"},
+}
+
+// tracepointOf names the tracepoint a program of either tool serves;
+// bpftrace names its programs after the tracepoint, cut to the kernel's
+// 15 bytes.
+func tracepointOf(prog string) string {
+	for _, tp := range tracepoints {
+		if prog == tp.skbstatProg || prog == tp.name || (len(prog) == 15 && strings.HasPrefix(tp.name, prog)) {
+			return tp.name
+		}
+	}
+	return ""
+}
+
+// scenario is one per-event measurement: what skbstat and bpftrace are
+// asked to do while the same traffic flows.
+type scenario struct {
+	name    string
+	skbstat []string
+	script  string
+}
+
+func scenarios(ns *pair) []scenario {
+	rejected := netip.MustParseAddr("192.0.2.99") // TEST-NET-1: never in our traffic
+	matched := netip.MustParseAddr(ns.b4)
+	return []scenario{
+		{"(a) rejected by the filter, all 5 probes",
+			[]string{"--input", "--output", "--consume", "-p", "udp", "-d", rejected.String()},
+			bpftraceFilter(rejected, true, true)},
+		{"(b) counted in a row (--input --output --no_drop)",
+			[]string{"--input", "--output", "--no_drop", "-p", "udp", "-d", matched.String()},
+			bpftraceFilter(matched, true, false)},
+		{"(c) counted with stack and reason (DROP)",
+			[]string{"-p", "udp", "-d", matched.String()},
+			bpftraceFilter(matched, false, true)},
+	}
+}
+
+// bpftraceFilter is the bpftrace program for `-p udp -d daddr`: the IP
+// header at skb->data on ingress (the network header is not set yet
+// there), at head+network_header elsewhere. Constants are compared in the
+// host's byte order, as bpftrace reads them.
+func bpftraceFilter(daddr netip.Addr, rows, stacks bool) string {
+	a4 := daddr.As4()
+	proto := binary.NativeEndian.Uint16([]byte{0x08, 0x00}) // ETH_P_IP, big-endian in the skb
+	match := func(hdr, action string) string {
+		return fmt.Sprintf(`{
+  $skb = (struct sk_buff *)args->skbaddr;
+  if ($skb->protocol == %#x) {
+    $ip = (struct iphdr *)(%s);
+    if ($ip->daddr == %#x && $ip->protocol == 17) { %s }
+  }
+}
+`, proto, hdr, binary.NativeEndian.Uint32(a4[:]), action)
+	}
+	const netHdr = "$skb->head + $skb->network_header"
+	s := "BEGIN { printf(\"ready\\n\"); }\n"
+	if rows {
+		s += "tracepoint:net:netif_receive_skb " + match("$skb->data", "@rows[probe] = count();")
+		s += "tracepoint:net:net_dev_queue, tracepoint:net:net_dev_xmit " + match(netHdr, "@rows[probe] = count();")
+	}
+	if stacks {
+		if rows {
+			s += "tracepoint:skb:consume_skb " + match(netHdr, "@consume[kstack] = count();")
+		}
+		s += "tracepoint:skb:kfree_skb " + match(netHdr, "@drop[kstack, args->reason] = count();")
+	}
+	return s
+}
+
+// cost is one program's share of one measurement.
+type cost struct {
+	runs    uint64
+	runtime time.Duration
+}
+
+func (c cost) perEvent() float64 {
+	if c.runs == 0 {
+		return 0
+	}
+	return float64(c.runtime.Nanoseconds()) / float64(c.runs)
+}
+
+// scenarioCosts holds, per tool (skbstat, bpftrace) and tracepoint, one
+// cost per repetition.
+type scenarioCosts struct {
+	name  string
+	tools [2]map[string][]cost
+}
+
+// eventCosts runs every scenario reps times for both tools, alternating
+// which goes first, with kernel BPF statistics on. It returns the IDs of
+// every program it saw, so that the caller can check they are gone.
+func eventCosts(ctx context.Context, t tools, ns *pair, events, reps int) ([]scenarioCosts, []ebpf.ProgramID, error) {
+	// The kernel turns statistics off again when this file descriptor is
+	// closed, even if the benchmark is killed: the sysctl needs no restoring.
+	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		return nil, nil, fmt.Errorf("enable BPF statistics: %w", err)
+	}
+	defer stats.Close()
+
+	scs := scenarios(ns)
+	out := make([]scenarioCosts, len(scs))
+	var seen []ebpf.ProgramID
+	for i, sc := range scs {
+		out[i] = scenarioCosts{name: sc.name, tools: [2]map[string][]cost{{}, {}}}
+		for rep := range reps {
+			for k := range 2 {
+				tool := (k + rep) % 2 // 0: skbstat, 1: bpftrace
+				cmd := exec.CommandContext(ctx, "bpftrace", "-e", sc.script)
+				ready := "ready"
+				if tool == 0 {
+					cmd = exec.CommandContext(ctx, t.skbstat, append([]string{"-v", "-i", "3600"}, sc.skbstat...)...)
+					ready = "skbstat: tracing"
+				}
+				got, ids, err := measure(ctx, cmd, ready, func() error {
+					return ns.sendCmd(ctx, t, events, "0s").Run()
+				})
+				seen = append(seen, ids...)
+				if err != nil {
+					return nil, seen, fmt.Errorf("%s: %w", sc.name, err)
+				}
+				for tp, c := range got {
+					out[i].tools[tool][tp] = append(out[i].tools[tool][tp], c)
+				}
+			}
+		}
+	}
+	return out, seen, nil
+}
+
+// measure starts cmd, waits until it prints the ready line, and returns
+// the run time and run count its programs gained while send ran.
+func measure(ctx context.Context, cmd *exec.Cmd, ready string, send func() error) (map[string]cost, []ebpf.ProgramID, error) {
+	var log bytes.Buffer
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		return nil, nil, err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait(); pw.Close() }()
+	isReady := make(chan bool, 1)
+	scanned := make(chan struct{})
+	go func() {
+		defer close(scanned)
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			fmt.Fprintln(&log, sc.Text())
+			if strings.HasPrefix(sc.Text(), ready) {
+				isReady <- true
+			}
+		}
+	}()
+	stop := func() error {
+		cmd.Process.Signal(syscall.SIGINT)
+		err := <-exited
+		<-scanned
+		if err != nil {
+			return fmt.Errorf("%s: %v\n%s", cmd.Path, err, log.String())
+		}
+		return nil
+	}
+	select {
+	case <-isReady:
+	case <-time.After(30 * time.Second):
+		stop()
+		return nil, nil, fmt.Errorf("%s: not ready after 30 s\n%s", cmd.Path, log.String())
+	case <-ctx.Done():
+		stop()
+		return nil, nil, ctx.Err()
+	}
+
+	progs, ids, err := programsOf(cmd.Process.Pid)
+	defer func() {
+		for _, p := range progs {
+			p.Close()
+		}
+	}()
+	if err != nil {
+		return nil, ids, errors.Join(err, stop())
+	}
+	before, err := snapshot(progs)
+	if err != nil {
+		return nil, ids, errors.Join(err, stop())
+	}
+	if err := send(); err != nil {
+		return nil, ids, errors.Join(fmt.Errorf("send traffic: %w", err), stop())
+	}
+	time.Sleep(20 * time.Millisecond) // let the receiving side finish
+	after, err := snapshot(progs)
+	if err != nil {
+		return nil, ids, errors.Join(err, stop())
+	}
+	for tp, c := range after {
+		after[tp] = cost{runs: c.runs - before[tp].runs, runtime: c.runtime - before[tp].runtime}
+	}
+	return after, ids, stop()
+}
+
+// programsOf opens the BPF programs that process pid holds, found by the
+// prog_id line in its file descriptors' fdinfo.
+func programsOf(pid int) (map[string]*ebpf.Program, []ebpf.ProgramID, error) {
+	dir := fmt.Sprintf("/proc/%d/fdinfo", pid)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	progs := map[string]*ebpf.Program{}
+	var ids []ebpf.ProgramID
+	for _, e := range entries {
+		info, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue // closed meanwhile
+		}
+		for _, line := range strings.Split(string(info), "\n") {
+			v, ok := strings.CutPrefix(line, "prog_id:\t")
+			if !ok {
+				continue
+			}
+			id, err := strconv.ParseUint(v, 10, 32)
+			if err != nil {
+				return progs, ids, fmt.Errorf("%s/%s: %q", dir, e.Name(), line)
+			}
+			ids = append(ids, ebpf.ProgramID(id))
+			p, err := ebpf.NewProgramFromID(ebpf.ProgramID(id))
+			if err != nil {
+				return progs, ids, fmt.Errorf("open program %d: %w", id, err)
+			}
+			pi, err := p.Info()
+			if err != nil {
+				p.Close()
+				return progs, ids, fmt.Errorf("program %d: %w", id, err)
+			}
+			if tp := tracepointOf(pi.Name); tp != "" && progs[tp] == nil {
+				progs[tp] = p
+			} else {
+				p.Close()
+			}
+		}
+	}
+	if len(progs) == 0 {
+		return nil, ids, fmt.Errorf("process %d holds no tracepoint programs", pid)
+	}
+	return progs, ids, nil
+}
+
+func snapshot(progs map[string]*ebpf.Program) (map[string]cost, error) {
+	m := map[string]cost{}
+	for tp, p := range progs {
+		st, err := p.Stats()
+		if err != nil {
+			return nil, fmt.Errorf("%s statistics: %w", tp, err)
+		}
+		m[tp] = cost{runs: st.RunCount, runtime: st.Runtime}
+	}
+	return m, nil
+}
+
+// checkGone confirms that no program of either tool outlived it.
+func checkGone(ids []ebpf.ProgramID) error {
+	var left []string
+	for _, id := range ids {
+		p, err := ebpf.NewProgramFromID(id)
+		if err == nil {
+			p.Close()
+			left = append(left, strconv.Itoa(int(id)))
+		}
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("programs left loaded: %s", strings.Join(left, ", "))
+	}
+	fmt.Printf("Clean-up: none of the %d BPF programs the tools loaded is still loaded.\n", len(ids))
+	return nil
+}
+
+func printCosts(events, reps int, scs []scenarioCosts) {
+	fmt.Printf("## Per-event cost (kernel BPF statistics, %d datagrams per measurement, median of %d)\n\n", events, reps)
+	fmt.Println("ns/event = run_time_ns / run_cnt gained while the traffic was sent; events = run_cnt gained (median).")
+	fmt.Println()
+	fmt.Println("| scenario | tracepoint | skbstat ns/event | events | bpftrace ns/event | events |")
+	fmt.Println("|---|---|---|---|---|---|")
+	for _, sc := range scs {
+		for _, tp := range tracepoints {
+			s, b := sc.tools[0][tp.name], sc.tools[1][tp.name]
+			if len(s) == 0 && len(b) == 0 {
+				continue
+			}
+			fmt.Printf("| %s | %s | %s | %s |\n", sc.name, tp.name, costCells(s), costCells(b))
+		}
+	}
+	fmt.Println()
+}
+
+func costCells(cs []cost) string {
+	if len(cs) == 0 {
+		return "- | -"
+	}
+	var ns, runs []float64
+	for _, c := range cs {
+		ns = append(ns, c.perEvent())
+		runs = append(runs, float64(c.runs))
+	}
+	return fmt.Sprintf("%.0f | %.0f", quantile(ns, 0.5), quantile(runs, 0.5))
+}

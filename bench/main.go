@@ -1,0 +1,151 @@
+// Command bench measures skbstat against bpftrace on this machine, side by
+// side in one run: the full load-attach-print-detach cycle (wall time and
+// peak RSS), the stripped static binary's size, and the per-event cost of
+// each BPF program from the kernel's BPF statistics.
+//
+// Run it as root from the repository root:
+//
+//	go run ./bench [-runs 21] [-events 20000] [-reps 3] [-src DIR]
+//
+// It builds skbstat and test/traffic (from -src, by default the module it
+// is run in) into a temporary directory, creates two
+// network namespaces joined by a veth pair for its traffic (nothing is sent
+// from the host namespace), and removes everything it created when it ends.
+// Results are printed as Markdown, for BENCHMARKS.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	runs := flag.Int("runs", 21, "full cycles per tool, per variant")
+	events := flag.Int("events", 20000, "datagrams sent per per-event measurement")
+	reps := flag.Int("reps", 3, "repetitions of each per-event measurement")
+	src := flag.String("src", "", "skbstat source tree to build (default: the current module)")
+	flag.Parse()
+	if err := run(*src, *runs, *events, *reps); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// tools are the built binaries under test.
+type tools struct {
+	skbstat, traffic string
+}
+
+func run(src string, runs, events, reps int) error {
+	if os.Geteuid() != 0 {
+		return errors.New("run as root: the benchmark loads BPF programs and creates network namespaces")
+	}
+	for _, bin := range []string{"bpftrace", "ip"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return fmt.Errorf("%s not found: apt-get install bpftrace iproute2", bin)
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	dir, err := os.MkdirTemp("", "skbstat-bench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	t, err := build(src, dir)
+	if err != nil {
+		return err
+	}
+	size, err := os.Stat(t.skbstat)
+	if err != nil {
+		return err
+	}
+
+	ns, err := newPair(ctx)
+	if err != nil {
+		return err
+	}
+	defer ns.close()
+
+	printMachine()
+	fmt.Printf("## Binary\n\nstripped static skbstat (CGO_ENABLED=0, -ldflags='-s -w'): %d bytes (%.2f MB; target <= 8 MB)\n\n",
+		size.Size(), float64(size.Size())/1e6)
+
+	idle, err := cycles(ctx, t, runs, nil)
+	if err != nil {
+		return err
+	}
+	busy, err := cycles(ctx, t, runs, ns)
+	if err != nil {
+		return err
+	}
+	printCycles(runs, idle, busy)
+
+	costs, seen, err := eventCosts(ctx, t, ns, events, reps)
+	if err != nil {
+		return err
+	}
+	printCosts(events, reps, costs)
+	return checkGone(seen)
+}
+
+// build compiles skbstat exactly as released, and the traffic generator.
+func build(src, dir string) (tools, error) {
+	if src == "" {
+		mod, err := exec.Command("go", "env", "GOMOD").Output()
+		if err != nil || strings.TrimSpace(string(mod)) == "" {
+			return tools{}, errors.New("run from inside the skbstat module, or give -src")
+		}
+		src = filepath.Dir(strings.TrimSpace(string(mod)))
+	}
+	t := tools{skbstat: filepath.Join(dir, "skbstat"), traffic: filepath.Join(dir, "traffic")}
+	for bin, pkg := range map[string]string{t.skbstat: ".", t.traffic: "./test/traffic"} {
+		cmd := exec.Command("go", "build", "-ldflags=-s -w", "-o", bin, pkg)
+		cmd.Dir = src
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return tools{}, fmt.Errorf("build %s: %v\n%s", pkg, err, out)
+		}
+	}
+	return t, nil
+}
+
+func printMachine() {
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	bt, _ := exec.Command("bpftrace", "--version").Output()
+	cpu := "?"
+	if info, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(info), "\n") {
+			if name, ok := strings.CutPrefix(line, "model name\t: "); ok {
+				cpu = name
+				break
+			}
+		}
+	}
+	fmt.Printf("# skbstat benchmark, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Printf("machine: %d CPUs (%s), kernel %s, %s, %s\n\n",
+		runtime.NumCPU(), cpu, strings.TrimSpace(string(kernel)), runtime.Version(), strings.TrimSpace(string(bt)))
+}
+
+// quantile returns the nearest-rank q-quantile of xs (0 < q <= 1).
+func quantile(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	i := int(q*float64(len(s))+0.999999) - 1
+	return s[max(0, min(i, len(s)-1))]
+}

@@ -1,0 +1,349 @@
+package progs
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
+
+	"github.com/skbstat/skbstat/kallsyms"
+	"github.com/skbstat/skbstat/layout"
+)
+
+// Mechanism is how kernel-function rows are attached.
+type Mechanism string
+
+// The mechanisms, best first. Auto tries them in this order, per function.
+const (
+	Auto        Mechanism = "auto"
+	Fentry      Mechanism = "fentry"       // BPF trampoline
+	KprobeMulti Mechanism = "kprobe-multi" // one kprobe.multi link for many functions
+	Kprobe      Mechanism = "kprobe"       // one kprobe per function
+)
+
+// ParseMechanism checks an --attach value.
+func ParseMechanism(s string) (Mechanism, error) {
+	switch m := Mechanism(s); m {
+	case Auto, Fentry, KprobeMulti, Kprobe:
+		return m, nil
+	}
+	return "", fmt.Errorf("unknown attach mechanism (auto, fentry, kprobe-multi or kprobe)")
+}
+
+// family is the IP version a kernel function handles.
+type family uint8
+
+const (
+	anyFamily family = iota
+	ipv4
+	ipv6
+)
+
+// IP protocol numbers of the transport functions.
+const (
+	protoICMP   = 1
+	protoTCP    = 6
+	protoUDP    = 17
+	protoICMPv6 = 58
+)
+
+// kernelFunc is a function row of the original skbstat. tableArg is the
+// position of its struct sk_buff * (or, for socket-level rows, struct sock *)
+// argument on the kernels of 2021: the fallback where BTF cannot say.
+type kernelFunc struct {
+	name     string
+	section  Section
+	rank     int
+	family   family
+	proto    uint8 // the transport it handles; 0 for IP-level functions
+	tableArg int
+	sock     bool // socket level: no skb, filtered on the socket
+}
+
+var kernelFuncs = []kernelFunc{
+	{"tcp_recvmsg", Ingress, 0, anyFamily, protoTCP, 0, true},
+	{"udp_recvmsg", Ingress, 0, ipv4, protoUDP, 0, true},
+	{"tcp_drop", Ingress, 1, anyFamily, protoTCP, 1, false},
+	{"tcp_v4_rcv", Ingress, 2, ipv4, protoTCP, 0, false},
+	{"udp_rcv", Ingress, 2, ipv4, protoUDP, 0, false},
+	{"icmp_rcv", Ingress, 2, ipv4, protoICMP, 0, false},
+	{"tcp_v6_rcv", Ingress, 2, ipv6, protoTCP, 0, false},
+	{"udpv6_rcv", Ingress, 2, ipv6, protoUDP, 0, false},
+	{"icmpv6_rcv", Ingress, 2, ipv6, protoICMPv6, 0, false},
+	{"ip_local_deliver_finish", Ingress, 15, ipv4, 0, 2, false},
+	{"ip6_input_finish", Ingress, 15, ipv6, 0, 2, false},
+	{"ip_local_deliver", Ingress, 16, ipv4, 0, 0, false},
+	{"ip6_input", Ingress, 16, ipv6, 0, 0, false},
+	{"ip_route_input_noref", Ingress, 17, ipv4, 0, 0, false},
+	{"ip6_route_input", Ingress, 17, ipv6, 0, 0, false},
+	{"ip_rcv_finish", Ingress, 18, ipv4, 0, 2, false},
+	{"ip6_rcv_finish", Ingress, 18, ipv6, 0, 2, false},
+	{"ip_rcv", Ingress, 19, ipv4, 0, 0, false},
+	{"ip_error", Ingress, 19, ipv4, 0, 0, false},
+	{"ipv6_rcv", Ingress, 19, ipv6, 0, 0, false},
+	{"ip6_pkt_drop", Ingress, 19, ipv6, 0, 0, false},
+	{"tcp_sendmsg", Egress, 0, anyFamily, protoTCP, 0, true},
+	{"udp_sendmsg", Egress, 0, ipv4, protoUDP, 0, true},
+	{"ip_local_out", Egress, 10, ipv4, 0, 2, false},
+	{"__ip6_local_out", Egress, 10, ipv6, 0, 2, false},
+	{"ip_output", Egress, 11, ipv4, 0, 2, false},
+	{"ip6_output", Egress, 11, ipv6, 0, 2, false},
+	{"ip_finish_output", Egress, 12, ipv4, 0, 2, false},
+	{"ip6_finish_output", Egress, 12, ipv6, 0, 2, false},
+	{"ip_finish_output2", Egress, 13, ipv4, 0, 2, false},
+	{"ip6_finish_output2", Egress, 13, ipv6, 0, 2, false},
+}
+
+// funcTarget is where a function probe attaches.
+type funcTarget struct {
+	fn       string // the function, as rows name it
+	symbol   string // what to attach to: fn, or its only compiler clone
+	arg      int    // position of the skb (or sock) argument
+	sock     bool
+	proto    uint8 // for socket-level rows: the transport
+	hasBTF   bool  // BTF describes fn, so fentry can attach to it
+	received bool  // socket-level: the socket receives
+}
+
+// wanted reports whether the filter lets any packet through k, as the
+// original chose: an IPv4-only filter skips the IPv6 functions, -p udp the
+// TCP and ICMP ones, and so on.
+func (k kernelFunc) wanted(cfg Config) bool {
+	v4, v6 := cfg.Filter.Families()
+	if k.family == ipv4 && !v4 || k.family == ipv6 && !v6 {
+		return false
+	}
+	return k.proto == 0 || cfg.Filter.AllowsProtocol(k.proto)
+}
+
+// functionProbes lists the function rows cfg asks for, with where each
+// attaches. Functions this kernel lacks are returned in missing.
+func functionProbes(cfg Config, syms *kallsyms.Table) (ps []*probe, missing []Attachment) {
+	add := func(k kernelFunc) {
+		t, err := resolveFunc(cfg.Layout, syms, k)
+		if err != nil {
+			missing = append(missing, Attachment{Section: k.section, Probe: k.name, Err: err})
+			return
+		}
+		ps = append(ps, &probe{section: k.section, name: k.name, rank: k.rank, fn: &t})
+	}
+	for _, k := range kernelFuncs {
+		if (k.section == Ingress && cfg.Ingress || k.section == Egress && cfg.Egress) && k.wanted(cfg) {
+			if k.sock && cfg.Filter.Ifindex != 0 {
+				missing = append(missing, Attachment{Section: k.section, Probe: k.name, Err: errSockDevice})
+				continue
+			}
+			add(k)
+		}
+	}
+	for i, fn := range cfg.Funcs {
+		add(kernelFunc{name: fn, section: Func, rank: i, tableArg: -1})
+	}
+	for i, p := range ps {
+		p.prog = fmt.Sprintf("skbstat_fn%d", i)
+	}
+	return ps, missing
+}
+
+var errSockDevice = errors.New("a socket-level row has no device to compare with -I")
+
+// errNotInKernel says that a function is absent: never built, inlined into
+// its callers, or renamed.
+var errNotInKernel = errors.New("not in this kernel (inlined, renamed or not built)")
+
+// resolveFunc finds where k attaches: its symbol (itself or its one compiler
+// clone), and its argument position from BTF, else from the table.
+func resolveFunc(l *layout.Layout, syms *kallsyms.Table, k kernelFunc) (funcTarget, error) {
+	t := funcTarget{fn: k.name, symbol: k.name, sock: k.sock, proto: k.proto, received: k.section == Ingress}
+	if _, ok := syms.Address(k.name); !ok {
+		clones := syms.Clones(k.name)
+		if len(clones) != 1 {
+			return t, errNotInKernel
+		}
+		t.symbol = clones[0]
+	}
+	argOf := l.FuncSkbArg
+	if k.sock {
+		argOf = l.FuncSockArg
+	}
+	arg, err := argOf(k.name)
+	switch {
+	case err == nil && t.symbol == k.name:
+		t.arg, t.hasBTF = arg, true
+	case err == nil || k.tableArg >= 0:
+		// A clone may have lost arguments, so its position is a guess
+		// either way: BTF describes the original, the table old kernels.
+		t.arg = k.tableArg
+		if err == nil {
+			t.arg = arg
+		}
+	default:
+		return t, err
+	}
+	return t, nil
+}
+
+// CheckFunc checks a --func name: a kernel function with a struct sk_buff *
+// argument.
+func CheckFunc(l *layout.Layout, fn string) error {
+	_, err := l.FuncSkbArg(fn)
+	if errors.Is(err, btf.ErrNotFound) {
+		return fmt.Errorf("no kernel function %s in the kernel's BTF", fn)
+	}
+	return err
+}
+
+// kernelArch names the running kernel's architecture as layout.PtRegsArg
+// does. It is the kernel's, not this binary's: a 32-bit binary may run on a
+// 64-bit kernel.
+func kernelArch() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	machine := unix.ByteSliceToString(u.Machine[:])
+	switch {
+	case machine == "x86_64":
+		return "amd64"
+	case machine == "aarch64":
+		return "arm64"
+	case strings.HasPrefix(machine, "arm"):
+		return "arm"
+	}
+	return machine
+}
+
+// attachFunctions attaches the function probes with cfg.Attach: per
+// function fentry, then what is left with kprobe.multi links, then with a
+// kprobe each. A mechanism the kernel lacks is tried once, not per function.
+// It fails only when --attach forces a mechanism the kernel lacks.
+func (s *Set) attachFunctions(ps []*probe, cfg Config) error {
+	a := funcAttacher{s: s, cfg: cfg, arch: kernelArch(), errs: map[*probe][]string{}, dead: map[Mechanism]error{}}
+	if _, err := os.Stat("/sys/bus/event_source/devices/kprobe/type"); err != nil {
+		a.dead[Kprobe] = errors.New("this kernel has no kprobes (CONFIG_KPROBES)")
+		a.dead[KprobeMulti] = a.dead[Kprobe]
+	}
+	try := func(m Mechanism) bool { return cfg.Attach == Auto || cfg.Attach == m }
+	pending := ps
+	if try(Fentry) {
+		pending = a.each(pending, Fentry, func(p *probe) (hook, error) {
+			if !p.fn.hasBTF {
+				return nil, errors.New("no BTF for " + p.fn.symbol)
+			}
+			return fentryHook{fn: p.fn.symbol, arg: p.fn.arg}, nil
+		})
+	}
+	if try(KprobeMulti) {
+		pending = a.multi(pending)
+	}
+	if try(Kprobe) {
+		pending = a.each(pending, Kprobe, func(p *probe) (hook, error) {
+			arg, err := layout.PtRegsArg(a.arch, p.fn.arg)
+			return kprobeHook{symbol: p.fn.symbol, arg: arg}, err
+		})
+	}
+	for _, p := range pending {
+		s.record(Attachment{Section: p.section, Probe: p.name, Err: errors.New(strings.Join(a.errs[p], "; "))})
+	}
+	if err := a.dead[cfg.Attach]; err != nil && len(ps) > 0 {
+		return fmt.Errorf("--attach %s: %w", cfg.Attach, err)
+	}
+	return nil
+}
+
+// funcAttacher tries the mechanisms on the function probes.
+type funcAttacher struct {
+	s    *Set
+	cfg  Config
+	arch string
+	errs map[*probe][]string // why each mechanism failed, per probe
+	dead map[Mechanism]error // mechanisms this kernel lacks
+}
+
+func (a *funcAttacher) fail(p *probe, m Mechanism, err error) {
+	a.errs[p] = append(a.errs[p], fmt.Sprintf("%s: %v", m, err))
+}
+
+// errENOTSUPP is the kernel's internal ENOTSUPP (524), which some attach
+// paths return and user-space headers do not name.
+const errENOTSUPP = unix.Errno(524)
+
+// kernelLacks turns an error that says the kernel lacks mechanism m, rather
+// than one function, into the reason, or returns nil.
+func kernelLacks(m Mechanism, err error) error {
+	switch {
+	case errors.Is(err, unix.EPERM) && m == Fentry:
+		return errors.New("not permitted (the kernel's lockdown forbids function tracing)")
+	case errors.Is(err, ebpf.ErrNotSupported), errors.Is(err, errENOTSUPP), errors.Is(err, unix.EOPNOTSUPP):
+		return fmt.Errorf("not supported by this kernel (%v)", err)
+	}
+	return nil
+}
+
+// each attaches each probe with its own hook; it returns those that failed.
+func (a *funcAttacher) each(ps []*probe, m Mechanism, hookFor func(*probe) (hook, error)) (left []*probe) {
+	for _, p := range ps {
+		err := a.dead[m]
+		var h hook
+		if err == nil {
+			if h, err = hookFor(p); err == nil {
+				err = a.s.attachHook(p, h, a.cfg)
+			}
+			if lack := kernelLacks(m, err); lack != nil {
+				a.dead[m], err = lack, lack
+			}
+		}
+		if err != nil {
+			a.fail(p, m, err)
+			left = append(left, p)
+			continue
+		}
+		a.s.record(Attachment{Section: p.section, Probe: p.name, Mechanism: h.mechanism()})
+	}
+	return left
+}
+
+// multi attaches the probes that share a program (same argument, same kind)
+// with one kprobe.multi link per group.
+func (a *funcAttacher) multi(ps []*probe) (left []*probe) {
+	groups := map[funcTarget][]*probe{}
+	var keys []funcTarget
+	for _, p := range ps {
+		key := funcTarget{arg: p.fn.arg, sock: p.fn.sock, proto: p.fn.proto, received: p.fn.received}
+		if groups[key] == nil {
+			keys = append(keys, key)
+		}
+		groups[key] = append(groups[key], p)
+	}
+	for _, key := range keys {
+		group := groups[key]
+		err := a.dead[KprobeMulti]
+		h := kprobeMultiHook{}
+		if err == nil {
+			h.arg, err = layout.PtRegsArg(a.arch, key.arg)
+		}
+		if err == nil {
+			for _, p := range group {
+				h.symbols = append(h.symbols, p.fn.symbol)
+				h.rows = append(h.rows, uint64(p.row))
+			}
+			err = a.s.attachHook(group[0], h, a.cfg)
+			if lack := kernelLacks(KprobeMulti, err); lack != nil {
+				a.dead[KprobeMulti], err = lack, lack
+			}
+		}
+		for _, p := range group {
+			if err != nil {
+				a.fail(p, KprobeMulti, err)
+				left = append(left, p)
+			} else {
+				a.s.record(Attachment{Section: p.section, Probe: p.name, Mechanism: h.mechanism()})
+			}
+		}
+	}
+	return left
+}
