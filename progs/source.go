@@ -154,9 +154,33 @@ func newSkbSource(l *layout.Layout, fromData bool) (*skbSource, error) {
 	return &skbSource{l: l, span: sp, fromData: fromData}, err
 }
 
-// Ethertype copies the skb's fields once; Setup uses them too.
+// Ethertype copies the skb's fields once; Setup uses them too. A packet
+// the host makes has no skb->protocol until ip_local_out sets it, so where
+// it is 0 the IP version at the network header tells the family.
 func (s *skbSource) Ethertype(dst asm.Register, reject string) asm.Instructions {
-	return append(s.span.read(reject), s.span.load(dst, s.l.SkBuff.Protocol))
+	order := s.l.ByteOrder
+	known := s.labels.next(reject, "protocol")
+	version := asm.R5
+	if dst == version {
+		version = asm.R4
+	}
+	insns := append(s.span.read(reject),
+		s.span.load(dst, s.l.SkBuff.Protocol),
+		asm.JNE.Imm(dst, 0, known),
+	)
+	insns = append(insns, s.Setup(reject)...)
+	insns = append(insns, asm.Mov.Imm(asm.R4, 0))
+	insns = append(insns, fetch(asm.R1, asm.R4, 1, reject)...)
+	return append(insns,
+		asm.LoadMem(version, asm.R1, 0, asm.Byte),
+		asm.RSh.Imm(version, 4),
+		asm.Mov.Imm(dst, ethertype(order, ethPIP)),
+		asm.JEq.Imm(version, 4, known),
+		asm.Mov.Imm(dst, ethertype(order, ethPIPv6)),
+		asm.JEq.Imm(version, 6, known),
+		asm.Mov.Imm(dst, 0),
+		asm.Mov.Reg(dst, dst).WithSymbol(known),
+	)
 }
 
 func (s *skbSource) Ifindex(dst asm.Register, reject string) asm.Instructions {

@@ -7,6 +7,7 @@
 //	traffic udp -n N [-src IP[:PORT]] [-interval D] [-size B] DST_IP:PORT
 //	traffic tcp -n N [-src IP[:PORT]] [-timeout D] DST_IP:PORT
 //	traffic serve (-udp PORT | -tcp PORT) [-addr IP] [-n N] [-timeout D]
+//	traffic progs
 //
 // Flags come before the address. Every subcommand prints one summary line
 // and exits 0 when it did what was asked, 1 when sending or receiving
@@ -48,7 +49,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func dispatch(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: want a subcommand: udp, tcp or serve", errUsage)
+		return fmt.Errorf("%w: want a subcommand: udp, tcp, serve or progs", errUsage)
 	}
 	switch args[0] {
 	case "udp":
@@ -57,8 +58,10 @@ func dispatch(args []string, stdout io.Writer) error {
 		return tcpCommand(args[1:], stdout)
 	case "serve":
 		return serveCommand(args[1:], stdout)
+	case "progs":
+		return progsCommand(args[1:], stdout)
 	default:
-		return fmt.Errorf("%w: unknown subcommand %q (want udp, tcp or serve)", errUsage, args[0])
+		return fmt.Errorf("%w: unknown subcommand %q (want udp, tcp, serve or progs)", errUsage, args[0])
 	}
 }
 

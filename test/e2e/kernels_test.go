@@ -1,0 +1,280 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/skbstat/skbstat/test/vm"
+)
+
+// mechanisms says which attach mechanisms each kernel of the matrix offers,
+// as measured (../shared/docs/kernel-matrix.md). The test checks that skbstat
+// finds exactly these by trying.
+var mechanisms = map[string][]string{
+	"5.10-amd64": {"fentry", "kprobe"},
+	"6.1-amd64":  {"fentry", "kprobe"},
+	"6.12-amd64": {"fentry", "kprobe-multi", "kprobe"},
+	"6.1-arm64":  {"kprobe"},
+}
+
+// vmPackets is how many packets of each kind the VM script sends.
+const vmPackets = 10
+
+// vmScript runs skbstat in the VM. For each mechanism it starts one skbstat
+// per traffic kind (and one whose filter excludes everything), sends the
+// traffic over loopback, stops them with SIGINT and prints their output
+// between markers. Drops, consumes and --func run once.
+const vmScript = `
+sysctl -qw net.ipv4.icmp_ratelimit=0 net.ipv4.icmp_msgs_per_sec=100000 net.ipv6.icmp.ratelimit=0 2>/dev/null
+start() { # name, skbstat arguments...
+	name=$1; shift
+	skbstat -v -i 600 "$@" >/tmp/$name.out 2>/tmp/$name.err &
+	echo $! >/tmp/$name.pid
+}
+ready() { # name: wait until attached, or say why not
+	until grep -q "skbstat: tracing" /tmp/$1.err; do
+		kill -0 $(cat /tmp/$1.pid) 2>/dev/null || return 1
+		sleep 0.2
+	done
+}
+stop() { # name
+	kill -INT $(cat /tmp/$1.pid) 2>/dev/null
+	wait $(cat /tmp/$1.pid)
+	echo "=== $1 exit=$?"
+	cat /tmp/$1.err
+	echo "=== $1 stdout"
+	cat /tmp/$1.out
+	echo "=== $1 end"
+}
+send() {
+	traffic udp -n $N -src 127.0.0.1:5555 127.0.0.1:9999 >/dev/null
+	traffic udp -n $N -src [::1]:5555 [::1]:9999 >/dev/null
+	traffic tcp -n $N -src 127.0.0.1:5557 127.0.0.1:9998 >/dev/null
+	traffic tcp -n $N -src [::1]:5558 [::1]:9998 >/dev/null
+}
+for m in fentry kprobe-multi kprobe; do
+	start $m-udp4 --attach $m --input --output --no_drop -s 127.0.0.1 -S 5555 -p udp
+	if ! ready $m-udp4; then
+		echo "=== mechanism $m unavailable: $(grep -- "--attach" /tmp/$m-udp4.err)"
+		continue
+	fi
+	start $m-udp6 --attach $m --input --output --no_drop -s ::1 -S 5555 -p udp
+	start $m-tcp4 --attach $m --input --output --no_drop -s 127.0.0.1 -S 5557 -p tcp
+	start $m-tcp6 --attach $m --input --output --no_drop -s ::1 -S 5558 -p tcp
+	start $m-none --attach $m --input --output --no_drop -N 127.0.0.2 -p udp
+	start $m-func --attach $m --no_drop -f ip_send_skb -f udp_send_skb -s 127.0.0.1 -S 5555
+	for c in udp6 tcp4 tcp6 none func; do ready $m-$c; done
+	send
+	sleep 1
+	for c in udp4 udp6 tcp4 tcp6 none func; do stop $m-$c; done
+done
+start drop -p udp -d 127.0.0.1 -D 9999
+start consume --consume --no_drop -p icmp -d 127.0.0.1
+ready drop; ready consume
+send
+sleep 1
+stop drop; stop consume
+sleep 1
+echo "=== left: $(traffic progs | grep -c skbstat_)"
+`
+
+// onPath lists, per traffic kind, the rows every matching packet passes on
+// loopback, and those it passes unless the kernel inlined the call (the
+// original saw ip_local_out run 0 times on 6.1 for that reason).
+var onPath = map[string]struct{ always, unlessInlined []string }{
+	"udp4": {
+		always: []string{"udp_sendmsg", "ip_output", "ip_finish_output", "ip_finish_output2",
+			"net:net_dev_queue", "net:net_dev_xmit", "net:netif_receive_skb",
+			"ip_rcv", "ip_local_deliver", "ip_local_deliver_finish", "udp_rcv"},
+		unlessInlined: []string{"ip_local_out", "ip_rcv_finish"},
+	},
+	"udp6": {
+		always: []string{"ip6_output", "ip6_finish_output", "ip6_finish_output2",
+			"net:net_dev_queue", "net:net_dev_xmit", "net:netif_receive_skb",
+			"ipv6_rcv", "ip6_input", "ip6_input_finish", "udpv6_rcv"},
+		unlessInlined: []string{"__ip6_local_out", "ip6_rcv_finish"},
+	},
+	"tcp4": {
+		always: []string{"ip_output", "ip_finish_output", "ip_finish_output2",
+			"net:net_dev_queue", "net:net_dev_xmit", "net:netif_receive_skb",
+			"ip_rcv", "ip_local_deliver", "ip_local_deliver_finish", "tcp_v4_rcv"},
+		unlessInlined: []string{"ip_local_out", "ip_rcv_finish"},
+	},
+	"tcp6": {
+		always: []string{"ip6_output", "ip6_finish_output", "ip6_finish_output2",
+			"net:net_dev_queue", "net:net_dev_xmit", "net:netif_receive_skb",
+			"ipv6_rcv", "ip6_input", "ip6_input_finish", "tcp_v6_rcv"},
+		unlessInlined: []string{"__ip6_local_out", "ip6_rcv_finish"},
+	},
+}
+
+// TestKernelMatrix boots each Debian kernel of the matrix under qemu and
+// checks skbstat's function rows, with every attach mechanism the kernel
+// offers, and its drops and consumes, against known traffic.
+func TestKernelMatrix(t *testing.T) {
+	requireRoot(t)
+	if testing.Short() {
+		t.Skip("boots Debian kernels under qemu: not with -short")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	for _, k := range vm.Matrix {
+		t.Run(k.Name, func(t *testing.T) {
+			files := map[string]string{}
+			for guest, pkg := range map[string]string{"/bin/skbstat": "github.com/skbstat/skbstat", "/bin/traffic": "github.com/skbstat/skbstat/test/traffic"} {
+				bin, err := vm.BuildStatic(ctx, k, pkg, dir)
+				if err != nil {
+					t.Fatal(err)
+				}
+				files[guest] = bin
+			}
+			res, err := vm.Run(ctx, k, vm.Options{
+				Files:   files,
+				Script:  fmt.Sprintf("N=%d\n%s", vmPackets, vmScript),
+				Timeout: 10 * time.Minute,
+			})
+			if err != nil {
+				t.Fatalf("%v\nconsole:\n%s", err, res.Console)
+			}
+			t.Logf("%s: prepared in %v, ran in %v", res.Package, res.Prepare.Round(time.Millisecond), res.Boot.Round(time.Millisecond))
+			checkKernel(t, k.Name, res.Console)
+		})
+	}
+}
+
+var (
+	runRE         = regexp.MustCompile(`(?s)=== (\S+) exit=(\d+)\n(.*?)=== (\S+) stdout\n(.*?)=== (\S+) end\n`)
+	unavailableRE = regexp.MustCompile(`=== mechanism (\S+) unavailable: (.*)`)
+	leftRE        = regexp.MustCompile(`=== left: (\d+)`)
+	attachedRE    = regexp.MustCompile(`skbstat: \w+: (\S+) attached as (.+)`)
+)
+
+// vmRun is one skbstat run in the VM.
+type vmRun struct {
+	stderr   string
+	ivs      []interval
+	attached map[string]string // row → mechanism
+}
+
+func checkKernel(t *testing.T, kernel, console string) {
+	runs := map[string]vmRun{}
+	for _, m := range runRE.FindAllStringSubmatch(console, -1) {
+		name := m[1]
+		if m[2] != "0" {
+			t.Errorf("%s: skbstat exit status %s:\n%s", name, m[2], m[3])
+			continue
+		}
+		ivs, err := parseOutput(m[5])
+		if err != nil {
+			t.Errorf("%s: %v\n%s", name, err, m[5])
+			continue
+		}
+		r := vmRun{stderr: m[3], ivs: ivs, attached: map[string]string{}}
+		for _, a := range attachedRE.FindAllStringSubmatch(m[3], -1) {
+			r.attached[a[1]] = a[2]
+		}
+		runs[name] = r
+	}
+	var offered []string
+	unavailable := map[string]bool{}
+	for _, m := range unavailableRE.FindAllStringSubmatch(console, -1) {
+		unavailable[m[1]] = true
+		t.Logf("%s: --attach %s refused: %s", kernel, m[1], m[2])
+	}
+	for _, m := range []string{"fentry", "kprobe-multi", "kprobe"} {
+		if !unavailable[m] {
+			offered = append(offered, m)
+		}
+	}
+	if fmt.Sprint(offered) != fmt.Sprint(mechanisms[kernel]) {
+		t.Errorf("mechanisms that attached: %v, want %v", offered, mechanisms[kernel])
+	}
+	for _, m := range offered {
+		for kind, path := range onPath {
+			checkRows(t, m+"-"+kind, runs[m+"-"+kind], m, path.always, path.unlessInlined)
+		}
+		none := runs[m+"-none"]
+		if len(none.attached) == 0 {
+			t.Errorf("%s-none: nothing attached:\n%s", m, none.stderr)
+		}
+		for _, iv := range none.ivs {
+			for sec, s := range iv {
+				if len(s.rows) != 0 {
+					t.Errorf("%s-none: %s counted traffic that its filter excludes: %v", m, sec, s.rows)
+				}
+			}
+		}
+		if n := sum(runs[m+"-func"].ivs, rowCount("FUNC", "ip_send_skb")); n != vmPackets {
+			t.Errorf("%s-func: ip_send_skb %d, want %d\n%s%v", m, n, vmPackets, runs[m+"-func"].stderr, runs[m+"-func"].ivs)
+		}
+	}
+	// Drop reasons exist since 5.17: 5.10 shows stacks only.
+	reason := "NO_SOCKET"
+	if strings.HasPrefix(kernel, "5.10") {
+		reason = ""
+	}
+	if n := sum(runs["drop"].ivs, stackCount("DROP", reason)); n != vmPackets {
+		t.Errorf("DROP %q: %d, want %d\n%s", reason, n, vmPackets, runs["drop"].stderr)
+	}
+	if n := sum(runs["consume"].ivs, stackCount("CONSUME", "")); n != vmPackets {
+		t.Errorf("CONSUME of ICMP errors: %d, want %d\n%s", n, vmPackets, runs["consume"].stderr)
+	}
+	if m := leftRE.FindStringSubmatch(console); m == nil || m[1] != "0" {
+		t.Errorf("skbstat programs left loaded after exit: %v", m)
+	}
+}
+
+// checkRows checks one run's rows: every row on the path counts exactly
+// vmPackets (or, where the kernel may have inlined the call, 0); every other
+// attached row counts 0; every attached row used mechanism m.
+func checkRows(t *testing.T, name string, r vmRun, m string, always, unlessInlined []string) {
+	t.Helper()
+	if r.attached == nil {
+		t.Errorf("%s: did not run", name)
+		return
+	}
+	counts := map[string]uint64{}
+	for _, iv := range r.ivs {
+		for _, s := range iv {
+			for row, n := range s.rows {
+				counts[row] += n
+			}
+		}
+	}
+	for row, mech := range r.attached {
+		if !strings.Contains(row, ":") && mech != m {
+			t.Errorf("%s: %s attached as %s", name, row, mech)
+		}
+	}
+	maybe := map[string]bool{}
+	for _, row := range unlessInlined {
+		maybe[row] = true
+	}
+	for _, row := range always {
+		if r.attached[row] == "" {
+			t.Errorf("%s: %s not attached:\n%s", name, row, r.stderr)
+		}
+	}
+	for row := range r.attached {
+		want := uint64(0)
+		if contains(always, row) || maybe[row] && counts[row] != 0 {
+			want = vmPackets
+		}
+		if counts[row] != want {
+			t.Errorf("%s: %s counted %d, want %d", name, row, counts[row], want)
+		}
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
