@@ -14,10 +14,10 @@ import (
 // detaches: the five tracepoints with stacks on consume and drop.
 var skbstatCycle = []string{"--input", "--output", "--consume", "-i", "0.001", "-c", "1"}
 
-// bpftraceCycle does the same job in bpftrace. bpftrace acts on exit()
-// only in its event loop, which it enters after every probe is attached
-// (BEGIN { exit(); } would also do so, but the 1 ms interval probe mirrors
-// skbstat's 1 ms interval), and it then prints its maps and detaches.
+// bpftraceCycle does the same job in bpftrace. The interval probe's exit()
+// reaches bpftrace through its event loop, which it enters only after every
+// probe is attached; it then prints its maps and detaches. 1 ms mirrors
+// skbstat's interval.
 const bpftraceCycle = `
 tracepoint:net:netif_receive_skb, tracepoint:net:net_dev_queue, tracepoint:net:net_dev_xmit { @rows[probe] = count(); }
 tracepoint:skb:consume_skb, tracepoint:skb:kfree_skb { @stacks[kstack] = count(); }
@@ -38,7 +38,7 @@ type cycleResult struct{ skbstat, bpftrace []sample }
 // so that stacks are printed (and /proc/kallsyms read).
 func cycles(ctx context.Context, t tools, runs int, ns *pair) (cycleResult, error) {
 	if ns != nil {
-		bg := ns.sendCmd(ctx, t, 1<<30, "200us")
+		bg := ns.sendCmd(ctx, t, 1<<30, closedPort, "200us")
 		if err := bg.Start(); err != nil {
 			return cycleResult{}, fmt.Errorf("background traffic: %w", err)
 		}

@@ -53,9 +53,9 @@ func (p *pair) close() {
 	exec.Command("ip", "netns", "del", p.b).Run()
 }
 
-// sendCmd sends n UDP datagrams from a to b's closed port, one every pause.
-func (p *pair) sendCmd(ctx context.Context, t tools, n int, pause string) *exec.Cmd {
+// sendCmd sends n UDP datagrams from a to b's port, one every pause.
+func (p *pair) sendCmd(ctx context.Context, t tools, n, port int, pause string) *exec.Cmd {
 	return exec.CommandContext(ctx, "ip", "netns", "exec", p.a, t.traffic, "udp",
 		"-n", strconv.Itoa(n), "-interval", pause, "-src", p.a4,
-		fmt.Sprintf("%s:%d", p.b4, closedPort))
+		fmt.Sprintf("%s:%d", p.b4, port))
 }

@@ -93,3 +93,20 @@ func PtRegsArg(arch string, i int) (Field, error) {
 	}
 	return Field{Offset: regs.offsets[i], Size: regs.size}, nil
 }
+
+// HasFunc reports whether the kernel's BTF describes function fn.
+func (l *Layout) HasFunc(fn string) bool {
+	if l.spec == nil {
+		return false
+	}
+	types, err := l.spec.AnyTypesByName(fn)
+	if err != nil {
+		return false
+	}
+	for _, typ := range types {
+		if _, ok := typ.(*btf.Func); ok {
+			return true
+		}
+	}
+	return false
+}

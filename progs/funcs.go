@@ -7,7 +7,10 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/skbstat/skbstat/kallsyms"
@@ -120,33 +123,92 @@ func (k kernelFunc) wanted(cfg Config) bool {
 	return k.proto == 0 || cfg.Filter.AllowsProtocol(k.proto)
 }
 
-// functionProbes lists the function rows cfg asks for, with where each
-// attaches. Functions this kernel lacks are returned in missing.
-func functionProbes(cfg Config, syms *kallsyms.Table) (ps []*probe, missing []Attachment) {
-	add := func(k kernelFunc) {
-		t, err := resolveFunc(cfg.Layout, syms, k)
-		if err != nil {
-			missing = append(missing, Attachment{Section: k.section, Probe: k.name, Err: err})
-			return
-		}
-		ps = append(ps, &probe{section: k.section, name: k.name, rank: k.rank, fn: &t})
-	}
+// wantedFuncs lists the function rows cfg asks for; socket-level rows that
+// -I rules out are returned in excluded.
+func wantedFuncs(cfg Config) (fns []kernelFunc, excluded []Attachment) {
 	for _, k := range kernelFuncs {
 		if (k.section == Ingress && cfg.Ingress || k.section == Egress && cfg.Egress) && k.wanted(cfg) {
 			if k.sock && cfg.Filter.Ifindex != 0 {
-				missing = append(missing, Attachment{Section: k.section, Probe: k.name, Err: errSockDevice})
+				excluded = append(excluded, Attachment{Section: k.section, Probe: k.name, Err: errSockDevice})
 				continue
 			}
-			add(k)
+			fns = append(fns, k)
 		}
 	}
 	for i, fn := range cfg.Funcs {
-		add(kernelFunc{name: fn, section: Func, rank: i, tableArg: -1})
+		fns = append(fns, kernelFunc{name: fn, section: Func, rank: i, tableArg: -1})
 	}
-	for i, p := range ps {
-		p.prog = fmt.Sprintf("skbstat_fn%d", i)
+	return fns, excluded
+}
+
+// functionProbes resolves the functions fns to probes. Functions this
+// kernel lacks are returned in missing.
+func functionProbes(l *layout.Layout, syms *kallsyms.Table, fns []kernelFunc) (ps []*probe, missing []Attachment) {
+	for _, k := range fns {
+		t, err := resolveFunc(l, syms, k)
+		if err != nil {
+			missing = append(missing, Attachment{Section: k.section, Probe: k.name, Err: err})
+			continue
+		}
+		ps = append(ps, &probe{section: k.section, name: k.name, rank: k.rank, fn: &t,
+			prog: fmt.Sprintf("skbstat_fn%d", len(ps))})
 	}
 	return ps, missing
+}
+
+// lackingMechanisms finds which mechanisms the kernel lacks before any
+// function is resolved, so that a kernel with none (a locked-down one) costs
+// no symbol table and no attempt per function. fentry is tried on probeFn.
+func lackingMechanisms(probeFn string) map[Mechanism]error {
+	dead := map[Mechanism]error{}
+	if _, err := os.Stat("/sys/bus/event_source/devices/kprobe/type"); err != nil {
+		dead[Kprobe] = errors.New("this kernel has no kprobes (CONFIG_KPROBES)")
+		dead[KprobeMulti] = dead[Kprobe]
+	} else if err := features.HaveProgramHelper(ebpf.Kprobe, asm.FnGetAttachCookie); err != nil {
+		// kprobe.multi links (5.18) came after attach cookies (5.15).
+		dead[KprobeMulti] = fmt.Errorf("not supported by this kernel (no bpf_get_attach_cookie: %v)", err)
+	}
+	if probeFn == "" {
+		dead[Fentry] = errors.New("no kernel BTF describes these functions")
+	} else if lack := kernelLacks(Fentry, tryFentry(probeFn)); lack != nil {
+		dead[Fentry] = lack
+	}
+	return dead
+}
+
+// tryFentry attaches an empty fentry program to fn and detaches it.
+func tryFentry(fn string) error {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type: ebpf.Tracing, AttachType: ebpf.AttachTraceFEntry, AttachTo: fn, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	})
+	if err != nil {
+		return err
+	}
+	defer prog.Close()
+	l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceFEntry})
+	if err != nil {
+		return err
+	}
+	return l.Close()
+}
+
+// mechanismOrder is the order auto tries the mechanisms in.
+var mechanismOrder = []Mechanism{Fentry, KprobeMulti, Kprobe}
+
+// noMechanism says why no mechanism that attach allows is left, or nil.
+func noMechanism(attach Mechanism, dead map[Mechanism]error) error {
+	var why []string
+	for _, m := range mechanismOrder {
+		if attach != Auto && attach != m {
+			continue
+		}
+		if dead[m] == nil {
+			return nil
+		}
+		why = append(why, fmt.Sprintf("%s: %v", m, dead[m]))
+	}
+	return errors.New(strings.Join(why, "; "))
 }
 
 var errSockDevice = errors.New("a socket-level row has no device to compare with -I")
@@ -219,14 +281,10 @@ func kernelArch() string {
 
 // attachFunctions attaches the function probes with cfg.Attach: per
 // function fentry, then what is left with kprobe.multi links, then with a
-// kprobe each. A mechanism the kernel lacks is tried once, not per function.
-// It fails only when --attach forces a mechanism the kernel lacks.
-func (s *Set) attachFunctions(ps []*probe, cfg Config) error {
-	a := funcAttacher{s: s, cfg: cfg, arch: kernelArch(), errs: map[*probe][]string{}, dead: map[Mechanism]error{}}
-	if _, err := os.Stat("/sys/bus/event_source/devices/kprobe/type"); err != nil {
-		a.dead[Kprobe] = errors.New("this kernel has no kprobes (CONFIG_KPROBES)")
-		a.dead[KprobeMulti] = a.dead[Kprobe]
-	}
+// kprobe each. dead holds the mechanisms known to be missing; one found
+// missing on the way is not tried again for the other functions.
+func (s *Set) attachFunctions(ps []*probe, cfg Config, dead map[Mechanism]error) {
+	a := funcAttacher{s: s, cfg: cfg, arch: kernelArch(), errs: map[*probe][]string{}, dead: dead}
 	try := func(m Mechanism) bool { return cfg.Attach == Auto || cfg.Attach == m }
 	pending := ps
 	if try(Fentry) {
@@ -249,10 +307,6 @@ func (s *Set) attachFunctions(ps []*probe, cfg Config) error {
 	for _, p := range pending {
 		s.record(Attachment{Section: p.section, Probe: p.name, Err: errors.New(strings.Join(a.errs[p], "; "))})
 	}
-	if err := a.dead[cfg.Attach]; err != nil && len(ps) > 0 {
-		return fmt.Errorf("--attach %s: %w", cfg.Attach, err)
-	}
-	return nil
 }
 
 // funcAttacher tries the mechanisms on the function probes.

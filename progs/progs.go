@@ -248,12 +248,12 @@ func countStack(s Section, h hook, rows uint32) asm.Instructions {
 // Dump writes the instructions of every program cfg asks for, as they would
 // be loaded with the first hook of each probe that this kernel offers.
 func Dump(w io.Writer, cfg Config) error {
-	ps, _, err := plan(cfg)
+	pl, err := newPlan(cfg)
 	if err != nil {
 		return err
 	}
-	rows := numberRows(ps)
-	for _, p := range ps {
+	rows := numberRows(pl.probes)
+	for _, p := range pl.probes {
 		h, err := firstHook(p)
 		if err != nil {
 			fmt.Fprintf(w, "; %s: %v\n", p.name, err)
@@ -289,17 +289,47 @@ func firstHook(p *probe) (hook, error) {
 	return nil, last
 }
 
-// plan lists every probe cfg asks for, tracepoints first, and the kernel
-// functions it asks for that this kernel lacks.
-func plan(cfg Config) (ps []*probe, missing []Attachment, err error) {
-	ps = tracepointProbes(cfg)
-	if cfg.Ingress || cfg.Egress || len(cfg.Funcs) > 0 {
-		syms, err := kallsyms.Load()
-		if err != nil {
-			return nil, nil, fmt.Errorf("kernel functions: %w", err)
-		}
-		fps, miss := functionProbes(cfg, syms)
-		ps, missing = append(ps, fps...), miss
+// plan is what Load attaches: every probe cfg asks for, tracepoints first;
+// the kernel functions it asks for that cannot be attached, and why; and the
+// mechanisms the kernel lacks.
+type plan struct {
+	probes  []*probe
+	missing []Attachment
+	dead    map[Mechanism]error
+}
+
+func newPlan(cfg Config) (plan, error) {
+	p := plan{probes: tracepointProbes(cfg)}
+	fns, excluded := wantedFuncs(cfg)
+	p.missing = excluded
+	if len(fns) == 0 {
+		return p, nil
 	}
-	return ps, missing, nil
+	// fentry is tried on a kernel test function with a tiny prototype, so
+	// that a kernel without fentry decodes little BTF.
+	probeFn := "bpf_fentry_test1"
+	for i := 0; !cfg.Layout.HasFunc(probeFn); i++ {
+		if i == len(fns) {
+			probeFn = ""
+			break
+		}
+		probeFn = fns[i].name
+	}
+	p.dead = lackingMechanisms(probeFn)
+	if err := noMechanism(cfg.Attach, p.dead); err != nil {
+		if cfg.Attach != Auto {
+			return p, fmt.Errorf("--attach %s: %w", cfg.Attach, p.dead[cfg.Attach])
+		}
+		for _, k := range fns {
+			p.missing = append(p.missing, Attachment{Section: k.section, Probe: k.name, Err: err})
+		}
+		return p, nil
+	}
+	syms, err := kallsyms.Load()
+	if err != nil {
+		return p, fmt.Errorf("kernel functions: %w", err)
+	}
+	fps, missing := functionProbes(cfg.Layout, syms, fns)
+	p.probes, p.missing = append(p.probes, fps...), append(p.missing, missing...)
+	return p, nil
 }

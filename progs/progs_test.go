@@ -67,7 +67,7 @@ func TestTracepointHooks(t *testing.T) {
 			cfg := Config{Layout: l, Filter: f, Drop: true}
 			ps := tracepointProbes(cfg)
 			ps[0].hooks = ps[0].hooks[i : i+1]
-			s, err := load(cfg, ps, nil)
+			s, err := load(cfg, plan{probes: ps})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -48,15 +48,16 @@ func (a Attachment) String() string {
 // best hook the kernel offers. A probe that cannot be attached is skipped and
 // listed in Skipped; if none can be, Load fails and leaves nothing behind.
 func Load(cfg Config) (*Set, error) {
-	ps, missing, err := plan(cfg)
+	p, err := newPlan(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return load(cfg, ps, missing)
+	return load(cfg, p)
 }
 
-func load(cfg Config, ps []*probe, missing []Attachment) (_ *Set, err error) {
-	s := &Set{probes: ps, maps: map[string]*ebpf.Map{}, prevStacks: map[stackKey]uint64{}, Skipped: missing}
+func load(cfg Config, p plan) (_ *Set, err error) {
+	ps := p.probes
+	s := &Set{probes: ps, maps: map[string]*ebpf.Map{}, prevStacks: map[stackKey]uint64{}, Skipped: p.missing}
 	s.rows = numberRows(ps)
 	defer func() {
 		if err != nil {
@@ -71,16 +72,17 @@ func load(cfg Config, ps []*probe, missing []Attachment) (_ *Set, err error) {
 		s.maps[spec.Name] = m
 	}
 	var funcs []*probe
-	for _, p := range ps {
-		if p.fn != nil {
-			funcs = append(funcs, p)
+	for _, pr := range ps {
+		if pr.fn != nil {
+			funcs = append(funcs, pr)
 			continue
 		}
-		mech, err := s.attach(p, cfg)
-		s.record(Attachment{Section: p.section, Probe: p.name, Mechanism: mech, Err: err})
+		mech, err := s.attach(pr, cfg)
+		s.record(Attachment{Section: pr.section, Probe: pr.name, Mechanism: mech, Err: err})
 	}
-	if err := s.attachFunctions(funcs, cfg); err != nil {
-		return nil, err
+	s.attachFunctions(funcs, cfg, p.dead)
+	if err := p.dead[cfg.Attach]; err != nil && len(funcs) > 0 {
+		return nil, fmt.Errorf("--attach %s: %w", cfg.Attach, err)
 	}
 	if len(s.Attached) == 0 {
 		errs := make([]error, len(s.Skipped))

@@ -95,8 +95,8 @@ var onPath = map[string]struct{ always, unlessInlined []string }{
 	"udp6": {
 		always: []string{"ip6_output", "ip6_finish_output", "ip6_finish_output2",
 			"net:net_dev_queue", "net:net_dev_xmit", "net:netif_receive_skb",
-			"ipv6_rcv", "ip6_input", "ip6_input_finish", "udpv6_rcv"},
-		unlessInlined: []string{"__ip6_local_out", "ip6_rcv_finish"},
+			"ipv6_rcv", "ip6_input", "udpv6_rcv"},
+		unlessInlined: []string{"__ip6_local_out", "ip6_rcv_finish", "ip6_input_finish"},
 	},
 	"tcp4": {
 		always: []string{"ip_output", "ip_finish_output", "ip_finish_output2",
@@ -107,8 +107,8 @@ var onPath = map[string]struct{ always, unlessInlined []string }{
 	"tcp6": {
 		always: []string{"ip6_output", "ip6_finish_output", "ip6_finish_output2",
 			"net:net_dev_queue", "net:net_dev_xmit", "net:netif_receive_skb",
-			"ipv6_rcv", "ip6_input", "ip6_input_finish", "tcp_v6_rcv"},
-		unlessInlined: []string{"__ip6_local_out", "ip6_rcv_finish"},
+			"ipv6_rcv", "ip6_input", "tcp_v6_rcv"},
+		unlessInlined: []string{"__ip6_local_out", "ip6_rcv_finish", "ip6_input_finish"},
 	},
 }
 
