@@ -109,9 +109,13 @@ const (
 	tracesMap = "traces" // kernel stacks by id
 )
 
-const (
-	maxStacks  = 8192
-	stackDepth = 127 // PERF_MAX_STACK_DEPTH
+const stackDepth = 127 // PERF_MAX_STACK_DEPTH
+
+// Map sizes: counters per (section, stack, reason), and distinct stacks.
+// Variables, so that tests can make them overflow.
+var (
+	countEntries uint32 = 8192
+	stackEntries uint32 = 4096
 )
 
 // stackKey is a key of stacksMap.
@@ -129,8 +133,8 @@ func mapSpecs(rows uint32, withStacks bool) []*ebpf.MapSpec {
 	}}
 	if withStacks {
 		specs = append(specs,
-			&ebpf.MapSpec{Name: stacksMap, Type: ebpf.PerCPUHash, KeySize: 16, ValueSize: 8, MaxEntries: maxStacks},
-			&ebpf.MapSpec{Name: tracesMap, Type: ebpf.StackTrace, KeySize: 4, ValueSize: 8 * stackDepth, MaxEntries: maxStacks / 2})
+			&ebpf.MapSpec{Name: stacksMap, Type: ebpf.PerCPUHash, KeySize: 16, ValueSize: 8, MaxEntries: countEntries},
+			&ebpf.MapSpec{Name: tracesMap, Type: ebpf.StackTrace, KeySize: 4, ValueSize: 8 * stackDepth, MaxEntries: stackEntries})
 	}
 	return specs
 }

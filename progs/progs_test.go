@@ -1,6 +1,7 @@
 package progs
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -37,7 +38,7 @@ func closedPort(t *testing.T) netip.AddrPort {
 
 func sendUDP(t *testing.T, to netip.AddrPort, n int) {
 	t.Helper()
-	c, err := net.ListenUDP("udp4", nil)
+	c, err := net.ListenUDP("udp", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,6 +95,57 @@ func TestTracepointHooks(t *testing.T) {
 			// Counts are deltas: nothing new, nothing counted.
 			if c, err := s.Read(); err != nil || len(c.Stacks) != 0 {
 				t.Errorf("second read: %+v, %v; want nothing", c.Stacks, err)
+			}
+		})
+	}
+}
+
+// TestOverflow makes the maps too small on purpose: a stack that finds the
+// stack map's one bucket taken is still counted, under its error; an event
+// that finds the count map full is counted as uncounted. Neither is lost or
+// given to another stack.
+func TestOverflow(t *testing.T) {
+	l := kernelLayout(t)
+	for _, c := range []struct {
+		name     string
+		counters uint32
+	}{{"lost stack", 2}, {"count map full", 1}} {
+		t.Run(c.name, func(t *testing.T) {
+			defer func(counters, stacks uint32) { countEntries, stackEntries = counters, stacks }(countEntries, stackEntries)
+			countEntries, stackEntries = c.counters, 1
+			v4 := closedPort(t)
+			f, err := filter.Parse(filter.Options{Dport: strconv.Itoa(int(v4.Port())), Proto: "udp"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := Load(Config{Layout: l, Filter: f, Drop: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			// IPv4 and IPv6 drops have different stacks; only one fits.
+			const n = 5
+			sendUDP(t, v4, n)
+			sendUDP(t, netip.AddrPortFrom(netip.IPv6Loopback(), v4.Port()), n)
+			cnt, err := s.Read()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var recorded, lost uint64
+			for _, st := range cnt.Stacks {
+				if st.StackID < 0 {
+					lost += st.Count
+				} else {
+					recorded += st.Count
+				}
+			}
+			got := []uint64{recorded, lost, cnt.Uncounted[Drop]}
+			want := []uint64{n, n, 0}
+			if c.counters == 1 {
+				want = []uint64{n, 0, n}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("recorded, lost, uncounted = %v, want %v (%+v)", got, want, cnt)
 			}
 		})
 	}
