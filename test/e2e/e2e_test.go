@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -300,4 +301,39 @@ func startSkbstatIn(t *testing.T, ns string, args ...string) *run {
 		return startSkbstat(t, args...)
 	}
 	return startCommand(t, append([]string{"ip", "netns", "exec", ns, skbstatBin, "-v"}, args...))
+}
+
+// TestNoFunctionTracing runs --input and --output on this machine's kernel,
+// which has neither kprobes nor fentry: the tracepoint rows still count,
+// one line names the functions that could not be attached and why, and
+// forcing a mechanism the kernel lacks is a runtime error (exit 1).
+func TestNoFunctionTracing(t *testing.T) {
+	requireRoot(t)
+	if _, err := os.Stat("/sys/bus/event_source/devices/kprobe"); err == nil {
+		t.Skip("this kernel has kprobes: the VM kernel matrix covers function rows")
+	}
+	p := newPair(t)
+	r := startSkbstat(t, "--input", "--output", "--no_drop", "-i", "60", "-s", p.a4, "-d", p.b4, "-p", "udp")
+	p.sendUDP(t, datagrams, p.a4, p.b4)
+	settle()
+	ivs := r.stop(t, syscall.SIGINT)
+	if n := sum(ivs, rowCount("INGRESS", "net:netif_receive_skb")); n != datagrams {
+		t.Errorf("net:netif_receive_skb %d, want %d", n, datagrams)
+	}
+	var notAttached []string
+	for _, line := range strings.Split(r.stderr.String(), "\n") {
+		if strings.HasPrefix(line, "skbstat: not attached: ") {
+			notAttached = append(notAttached, line)
+		}
+	}
+	if len(notAttached) != 1 || !strings.Contains(notAttached[0], "udp_rcv, ") || !strings.Contains(notAttached[0], "ip_output") ||
+		!strings.Contains(notAttached[0], "kprobe: this kernel has no kprobes") {
+		t.Errorf("want one line naming the functions and the cause, got %q", notAttached)
+	}
+
+	cmd := exec.Command(skbstatBin, "--attach", "kprobe", "--input", "-c", "1", "-i", "0.01")
+	out, _ := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), "skbstat: --attach kprobe: this kernel has no kprobes") {
+		t.Errorf("--attach kprobe: exit %d, %q; want exit 1 saying the kernel has no kprobes", code, out)
+	}
 }
