@@ -25,9 +25,10 @@ interval:ms:1 { exit(); }`
 
 // sample is one full cycle of one tool.
 type sample struct {
-	wall   time.Duration
-	rssKiB int64 // peak resident set size, from wait4's rusage
-	stacks bool  // the output had at least one kernel stack
+	wall     time.Duration
+	attached time.Duration // until skbstat -v said it was tracing; 0 without -v
+	rssKiB   int64         // peak resident set size, from wait4's rusage
+	stacks   bool          // the output had at least one kernel stack
 }
 
 type cycleResult struct{ skbstat, bpftrace []sample }
@@ -74,17 +75,40 @@ func cycles(ctx context.Context, t tools, runs int, ns *pair) (cycleResult, erro
 
 func cycle(ctx context.Context, bin string, args []string, hasStacks func(string) bool) (sample, error) {
 	cmd := exec.CommandContext(ctx, bin, args...)
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
+	var out bytes.Buffer
 	start := time.Now()
+	errOut := &marked{mark: "skbstat: tracing"}
+	cmd.Stdout, cmd.Stderr = &out, errOut
 	err := cmd.Run()
 	wall := time.Since(start)
 	if err != nil {
 		return sample{}, fmt.Errorf("%s %s: %v\n%s", bin, strings.Join(args, " "), err, errOut.String())
 	}
 	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	return sample{wall: wall, rssKiB: ru.Maxrss, stacks: hasStacks(out.String())}, nil
+	s := sample{wall: wall, rssKiB: ru.Maxrss, stacks: hasStacks(out.String())}
+	if !errOut.at.IsZero() {
+		s.attached = errOut.at.Sub(start)
+	}
+	return s, nil
 }
+
+// marked is a buffer that notes when mark was first written to it. The
+// buffer is not embedded: its ReadFrom would let io.Copy bypass Write.
+type marked struct {
+	buf  bytes.Buffer
+	mark string
+	at   time.Time
+}
+
+func (m *marked) Write(p []byte) (int, error) {
+	n, err := m.buf.Write(p)
+	if m.at.IsZero() && strings.Contains(m.buf.String(), m.mark) {
+		m.at = time.Now()
+	}
+	return n, err
+}
+
+func (m *marked) String() string { return m.buf.String() }
 
 // skbstatStacks: stack frames are indented 16 spaces.
 func skbstatStacks(out string) bool {

@@ -151,7 +151,7 @@ func eventCosts(ctx context.Context, t tools, ns *pair, events, reps int) ([]sce
 					cmd = exec.CommandContext(ctx, t.skbstat, append([]string{"-v", "-i", "3600"}, sc.skbstat...)...)
 					ready = "skbstat: tracing"
 				}
-				got, ids, err := measure(ctx, cmd, ready, send)
+				got, ids, err := measure(ctx, cmd, ready, byTracepoint, send)
 				seen = append(seen, ids...)
 				if err != nil {
 					return nil, seen, fmt.Errorf("%s: %w", sc.name, err)
@@ -165,14 +165,19 @@ func eventCosts(ctx context.Context, t tools, ns *pair, events, reps int) ([]sce
 	return out, seen, nil
 }
 
-// measure starts cmd, waits until it prints the ready line, and returns
-// the run time and run count its programs gained while send ran.
-func measure(ctx context.Context, cmd *exec.Cmd, ready string, send func() error) (map[string]cost, []ebpf.ProgramID, error) {
+// readyTimeout bounds a tool's start-up; software emulation in the VM is
+// slow, so it is generous.
+const readyTimeout = 2 * time.Minute
+
+// startReady starts cmd and waits until it prints a line starting with
+// ready. stop interrupts it, waits for it to end and returns everything
+// it printed; startReady calls it itself when cmd does not get ready.
+func startReady(ctx context.Context, cmd *exec.Cmd, ready string) (stop func() (string, error), err error) {
 	var log bytes.Buffer
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	if err := cmd.Start(); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait(); pw.Close() }()
@@ -188,26 +193,40 @@ func measure(ctx context.Context, cmd *exec.Cmd, ready string, send func() error
 			}
 		}
 	}()
-	stop := func() error {
+	stop = func() (string, error) {
 		cmd.Process.Signal(syscall.SIGINT)
 		err := <-exited
 		<-scanned
 		if err != nil {
-			return fmt.Errorf("%s: %v\n%s", cmd.Path, err, log.String())
+			return log.String(), fmt.Errorf("%s: %v\n%s", cmd.Path, err, log.String())
 		}
-		return nil
+		return log.String(), nil
 	}
 	select {
 	case <-isReady:
-	case <-time.After(30 * time.Second):
-		stop()
-		return nil, nil, fmt.Errorf("%s: not ready after 30 s\n%s", cmd.Path, log.String())
+		return stop, nil
+	case <-time.After(readyTimeout):
+		out, _ := stop()
+		return nil, fmt.Errorf("%s: not ready after %v\n%s", cmd.Path, readyTimeout, out)
 	case <-ctx.Done():
 		stop()
-		return nil, nil, ctx.Err()
+		return nil, ctx.Err()
 	}
+}
 
-	progs, ids, err := programsOf(cmd.Process.Pid)
+// measure starts cmd, waits until it prints the ready line, and returns
+// the run time and run count its programs gained while send ran, keyed
+// by label (programs it labels "" are left out).
+func measure(ctx context.Context, cmd *exec.Cmd, ready string, label programLabel, send func() error) (map[string]cost, []ebpf.ProgramID, error) {
+	stopCmd, err := startReady(ctx, cmd, ready)
+	if err != nil {
+		return nil, nil, err
+	}
+	stop := func() error {
+		_, err := stopCmd()
+		return err
+	}
+	progs, ids, err := programsOf(cmd.Process.Pid, label)
 	defer func() {
 		for _, p := range progs {
 			p.Close()
@@ -234,9 +253,17 @@ func measure(ctx context.Context, cmd *exec.Cmd, ready string, send func() error
 	return after, ids, stop()
 }
 
+// programLabel says what a program is measured as, or "" to leave it out.
+type programLabel func(ebpf.ProgramID, *ebpf.ProgramInfo) (string, error)
+
+// byTracepoint labels the programs of either tool by the tracepoint they serve.
+func byTracepoint(_ ebpf.ProgramID, pi *ebpf.ProgramInfo) (string, error) {
+	return tracepointOf(pi.Name), nil
+}
+
 // programsOf opens the BPF programs that process pid holds, found by the
-// prog_id line in its file descriptors' fdinfo.
-func programsOf(pid int) (map[string]*ebpf.Program, []ebpf.ProgramID, error) {
+// prog_id line in its file descriptors' fdinfo, keyed by label.
+func programsOf(pid int, label programLabel) (map[string]*ebpf.Program, []ebpf.ProgramID, error) {
 	dir := fmt.Sprintf("/proc/%d/fdinfo", pid)
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -268,15 +295,20 @@ func programsOf(pid int) (map[string]*ebpf.Program, []ebpf.ProgramID, error) {
 				p.Close()
 				return progs, ids, fmt.Errorf("program %d: %w", id, err)
 			}
-			if tp := tracepointOf(pi.Name); tp != "" && progs[tp] == nil {
-				progs[tp] = p
+			key, err := label(ebpf.ProgramID(id), pi)
+			if err != nil {
+				p.Close()
+				return progs, ids, fmt.Errorf("program %d: %w", id, err)
+			}
+			if key != "" && progs[key] == nil {
+				progs[key] = p
 			} else {
 				p.Close()
 			}
 		}
 	}
 	if len(progs) == 0 {
-		return nil, ids, fmt.Errorf("process %d holds no tracepoint programs", pid)
+		return nil, ids, fmt.Errorf("process %d holds no programs to measure", pid)
 	}
 	return progs, ids, nil
 }

@@ -12,6 +12,13 @@
 // network namespaces joined by a veth pair for its traffic (nothing is sent
 // from the host namespace), and removes everything it created when it ends.
 // Results are printed as Markdown, for BENCHMARKS.md.
+//
+// With -vm it measures the kernel-function rows instead, in the Debian 6.12
+// VM of test/vm (this machine's kernel can probe no kernel function): it
+// cross-builds skbstat, test/traffic and itself, boots the VM with them,
+// and runs itself there with -guest (see vm.go and guest.go):
+//
+//	go run ./bench -vm -runs 9 -events 2000 -reps 3
 package main
 
 import (
@@ -35,8 +42,21 @@ func main() {
 	events := flag.Int("events", 20000, "datagrams sent per per-event measurement")
 	reps := flag.Int("reps", 3, "repetitions of each per-event measurement")
 	src := flag.String("src", "", "skbstat source tree to build (default: the current module)")
+	inVM := flag.Bool("vm", false, "measure the kernel-function rows in the Debian 6.12 VM instead")
+	guest := flag.Bool("guest", false, "the -vm measurement's side inside the VM (used by -vm)")
 	flag.Parse()
-	if err := run(*src, *runs, *events, *reps); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch {
+	case *guest:
+		err = runGuest(ctx, *runs, *events, *reps)
+	case *inVM:
+		err = runVM(ctx, *src, *runs, *events, *reps)
+	default:
+		err = run(ctx, *src, *runs, *events, *reps)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -47,7 +67,7 @@ type tools struct {
 	skbstat, traffic string
 }
 
-func run(src string, runs, events, reps int) error {
+func run(ctx context.Context, src string, runs, events, reps int) error {
 	if os.Geteuid() != 0 {
 		return errors.New("run as root: the benchmark loads BPF programs and creates network namespaces")
 	}
@@ -56,9 +76,6 @@ func run(src string, runs, events, reps int) error {
 			return fmt.Errorf("%s not found: apt-get install bpftrace iproute2", bin)
 		}
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
 	dir, err := os.MkdirTemp("", "skbstat-bench")
 	if err != nil {
 		return err

@@ -158,8 +158,9 @@ func functionProbes(l *layout.Layout, syms *kallsyms.Table, fns []kernelFunc) (p
 
 // lackingMechanisms finds which mechanisms the kernel lacks before any
 // function is resolved, so that a kernel with none (a locked-down one) costs
-// no symbol table and no attempt per function. fentry is tried on probeFn.
-func lackingMechanisms(probeFn string) map[Mechanism]error {
+// no symbol table and no attempt per function. fentry is tried on probeFn,
+// unless attach rules it out.
+func lackingMechanisms(attach Mechanism, probeFn string) map[Mechanism]error {
 	dead := map[Mechanism]error{}
 	if _, err := os.Stat("/sys/bus/event_source/devices/kprobe/type"); err != nil {
 		dead[Kprobe] = errors.New("this kernel has no kprobes (CONFIG_KPROBES)")
@@ -168,10 +169,12 @@ func lackingMechanisms(probeFn string) map[Mechanism]error {
 		// kprobe.multi links (5.18) came after attach cookies (5.15).
 		dead[KprobeMulti] = fmt.Errorf("not supported by this kernel (no bpf_get_attach_cookie: %v)", err)
 	}
-	if probeFn == "" {
-		dead[Fentry] = errors.New("no kernel BTF describes these functions")
-	} else if lack := kernelLacks(Fentry, tryFentry(probeFn)); lack != nil {
-		dead[Fentry] = lack
+	if attach == Auto || attach == Fentry {
+		if probeFn == "" {
+			dead[Fentry] = errors.New("no kernel BTF describes these functions")
+		} else if lack := kernelLacks(Fentry, tryFentry(probeFn)); lack != nil {
+			dead[Fentry] = lack
+		}
 	}
 	return dead
 }
@@ -367,7 +370,11 @@ func (a *funcAttacher) multi(ps []*probe) (left []*probe) {
 	groups := map[funcTarget][]*probe{}
 	var keys []funcTarget
 	for _, p := range ps {
-		key := funcTarget{arg: p.fn.arg, sock: p.fn.sock, proto: p.fn.proto, received: p.fn.received}
+		// Only socket-level programs depend on the transport and direction.
+		key := funcTarget{arg: p.fn.arg, sock: p.fn.sock}
+		if p.fn.sock {
+			key.proto, key.received = p.fn.proto, p.fn.received
+		}
 		if groups[key] == nil {
 			keys = append(keys, key)
 		}

@@ -30,6 +30,11 @@ const vmPackets = 10
 // between markers. Drops, consumes and --func run once.
 const vmScript = `
 sysctl -qw net.ipv4.icmp_ratelimit=0 net.ipv4.icmp_msgs_per_sec=100000 net.ipv6.icmp.ratelimit=0 2>/dev/null
+# A second network namespace, joined by a veth pair.
+unshare -n sleep 100000 &
+peer=$!
+sleep 0.5
+traffic veth -pid $peer 10.77.0.1/24 10.77.0.2/24 || exit 1
 start() { # name, skbstat arguments...
 	name=$1; shift
 	skbstat -v -i 600 "$@" >/tmp/$name.out 2>/tmp/$name.err &
@@ -55,6 +60,7 @@ send() {
 	traffic udp -n $N -src [::1]:5555 [::1]:9999 >/dev/null
 	traffic tcp -n $N -src 127.0.0.1:5557 127.0.0.1:9998 >/dev/null
 	traffic tcp -n $N -src [::1]:5558 [::1]:9998 >/dev/null
+	traffic udp -n $N -src 10.77.0.1:5555 10.77.0.2:9999 >/dev/null
 }
 for m in fentry kprobe-multi kprobe; do
 	start $m-udp4 --attach $m --input --output --no_drop -s 127.0.0.1 -S 5555 -p udp
@@ -65,12 +71,13 @@ for m in fentry kprobe-multi kprobe; do
 	start $m-udp6 --attach $m --input --output --no_drop -s ::1 -S 5555 -p udp
 	start $m-tcp4 --attach $m --input --output --no_drop -s 127.0.0.1 -S 5557 -p tcp
 	start $m-tcp6 --attach $m --input --output --no_drop -s ::1 -S 5558 -p tcp
+	start $m-veth4 --attach $m --input --output --no_drop -s 10.77.0.1 -S 5555 -p udp
 	start $m-none --attach $m --input --output --no_drop -N 127.0.0.2 -p udp
 	start $m-func --attach $m --no_drop -f ip_send_skb -f udp_send_skb -s 127.0.0.1 -S 5555
-	for c in udp6 tcp4 tcp6 none func; do ready $m-$c; done
+	for c in udp6 tcp4 tcp6 veth4 none func; do ready $m-$c; done
 	send
 	sleep 1
-	for c in udp4 udp6 tcp4 tcp6 none func; do stop $m-$c; done
+	for c in udp4 udp6 tcp4 tcp6 veth4 none func; do stop $m-$c; done
 done
 start drop -p udp -d 127.0.0.1 -D 9999
 start consume --consume --no_drop -p icmp -d 127.0.0.1
@@ -82,15 +89,22 @@ sleep 1
 echo "=== left: $(traffic progs | grep -c skbstat_)"
 `
 
-// onPath lists, per traffic kind, the rows every matching packet passes on
-// loopback, and those it passes unless the kernel inlined the call (the
-// original saw ip_local_out run 0 times on 6.1 for that reason).
+// onPath lists, per traffic kind, the rows every matching packet passes (on
+// loopback, and for veth4 from one namespace to another over a veth pair),
+// and those it passes unless the kernel inlined the call (the original saw
+// ip_local_out run 0 times on 6.1 for that reason).
 var onPath = map[string]struct{ always, unlessInlined []string }{
 	"udp4": {
 		always: []string{"udp_sendmsg", "ip_output", "ip_finish_output", "ip_finish_output2",
 			"net:net_dev_queue", "net:net_dev_xmit", "net:netif_receive_skb",
 			"ip_rcv", "ip_local_deliver", "ip_local_deliver_finish", "udp_rcv"},
 		unlessInlined: []string{"ip_local_out", "ip_rcv_finish"},
+	},
+	"veth4": {
+		always: []string{"udp_sendmsg", "ip_output", "ip_finish_output", "ip_finish_output2",
+			"net:net_dev_queue", "net:net_dev_xmit", "net:netif_receive_skb",
+			"ip_rcv", "ip_local_deliver", "ip_local_deliver_finish", "udp_rcv"},
+		unlessInlined: []string{"ip_local_out", "ip_rcv_finish", "ip_route_input_noref"},
 	},
 	"udp6": {
 		always: []string{"ip6_output", "ip6_finish_output", "ip6_finish_output2",
@@ -134,11 +148,12 @@ func TestKernelMatrix(t *testing.T) {
 			}
 			res, err := vm.Run(ctx, k, vm.Options{
 				Files:   files,
+				Modules: []string{"veth"},
 				Script:  fmt.Sprintf("N=%d\n%s", vmPackets, vmScript),
 				Timeout: 10 * time.Minute,
 			})
-			if err != nil {
-				t.Fatalf("%v\nconsole:\n%s", err, res.Console)
+			if err != nil || res.ExitStatus != 0 {
+				t.Fatalf("script exit status %d, %v\nconsole:\n%s", res.ExitStatus, err, res.Console)
 			}
 			t.Logf("%s: prepared in %v, ran in %v", res.Package, res.Prepare.Round(time.Millisecond), res.Boot.Round(time.Millisecond))
 			checkKernel(t, k.Name, res.Console)

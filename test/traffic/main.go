@@ -8,6 +8,7 @@
 //	traffic tcp -n N [-src IP[:PORT]] [-timeout D] DST_IP:PORT
 //	traffic serve (-udp PORT | -tcp PORT) [-addr IP] [-n N] [-timeout D]
 //	traffic progs
+//	traffic veth -pid PID LOCAL_PREFIX PEER_PREFIX
 //
 // Flags come before the address. Every subcommand prints one summary line
 // and exits 0 when it did what was asked, 1 when sending or receiving
@@ -49,7 +50,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func dispatch(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: want a subcommand: udp, tcp, serve or progs", errUsage)
+		return fmt.Errorf("%w: want a subcommand: udp, tcp, serve, progs or veth", errUsage)
 	}
 	switch args[0] {
 	case "udp":
@@ -60,8 +61,10 @@ func dispatch(args []string, stdout io.Writer) error {
 		return serveCommand(args[1:], stdout)
 	case "progs":
 		return progsCommand(args[1:], stdout)
+	case "veth":
+		return vethCommand(args[1:], stdout)
 	default:
-		return fmt.Errorf("%w: unknown subcommand %q (want udp, tcp, serve or progs)", errUsage, args[0])
+		return fmt.Errorf("%w: unknown subcommand %q (want udp, tcp, serve, progs or veth)", errUsage, args[0])
 	}
 }
 

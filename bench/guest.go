@@ -1,0 +1,306 @@
+package main
+
+// The side of -vm that runs inside the VM (bench -guest), as root, with
+// skbstat and traffic on PATH. It prints one JSON line per measurement,
+// after guestPrefix, which the host side (vm.go) reads from the console.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/skbstat/skbstat/kallsyms"
+)
+
+const guestPrefix = "bench-vm: "
+
+// mechanisms are skbstat's --attach values for kernel functions.
+var mechanisms = []string{"fentry", "kprobe-multi", "kprobe"}
+
+// baseline is the cycle without function rows: the drop tracepoint only,
+// with a filter nothing in the idle VM matches (no stack, no kallsyms).
+const baseline = "baseline"
+
+// cycleArgs is the full cycle of the attach figures for mechanism m.
+func cycleArgs(m string) []string {
+	if m == baseline {
+		return []string{"-v", "-d", "192.0.2.99", "-i", "0.001", "-c", "1"}
+	}
+	return append([]string{"-v"}, append(fullSet(m), "-i", "0.001", "-c", "1")...)
+}
+
+// fullSet is every --input and --output row, attached with m.
+func fullSet(m string) []string {
+	return []string{"--input", "--output", "--no_drop", "--attach", m}
+}
+
+// costFilters match the measured datagrams (from 127.0.0.1:5555), or
+// reject them at the source port.
+var costFilters = []struct{ name, sport string }{{"match", "5555"}, {"reject", "5556"}}
+
+// costArgs counts the output rows of the measured datagrams.
+func costArgs(m, sport string) []string {
+	return []string{"-v", "-i", "3600", "--output", "--no_drop", "--attach", m,
+		"-s", "127.0.0.1", "-S", sport, "-p", "udp"}
+}
+
+// record is one measurement made in the VM.
+type record struct {
+	Kind      string         `json:"kind"`                 // guest, cycle, objects, cost or send
+	Kernel    string         `json:"kernel,omitempty"`     // guest: release
+	CPUs      int            `json:"cpus,omitempty"`       // guest
+	Mechanism string         `json:"mechanism"`            // --attach value, baseline, or none (no skbstat)
+	Seconds   float64        `json:"seconds,omitempty"`    // cycle, send: wall time
+	Attached  float64        `json:"attached,omitempty"`   // cycle: seconds until skbstat said it was tracing
+	RSSKiB    int64          `json:"rss_kib,omitempty"`    // cycle: skbstat's peak RSS
+	Rows      []string       `json:"rows,omitempty"`       // objects: skbstat -v's attach lines
+	Programs  int            `json:"programs,omitempty"`   // objects: loaded programs named skbstat_*
+	Links     map[string]int `json:"links,omitempty"`      // objects: their links, by kind
+	Filter    string         `json:"filter,omitempty"`     // cost, send: match or reject
+	Program   string         `json:"program,omitempty"`    // cost: name and what it serves
+	Runs      uint64         `json:"runs,omitempty"`       // cost: run_cnt gained
+	RuntimeNs int64          `json:"runtime_ns,omitempty"` // cost: run_time_ns gained
+}
+
+func emit(r record) {
+	b, _ := json.Marshal(r)
+	fmt.Printf("%s%s\n", guestPrefix, b)
+}
+
+func runGuest(ctx context.Context, runs, events, reps int) error {
+	release, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return err
+	}
+	emit(record{Kind: "guest", Kernel: strings.TrimSpace(string(release)), CPUs: runtime.NumCPU()})
+
+	// 1. Full cycles, interleaved; the order rotates from run to run.
+	kinds := append([]string{baseline}, mechanisms...)
+	for i := range runs {
+		for j := range kinds {
+			m := kinds[(i+j)%len(kinds)]
+			s, err := cycle(ctx, "skbstat", cycleArgs(m), skbstatStacks)
+			if err != nil {
+				return err
+			}
+			emit(record{Kind: "cycle", Mechanism: m, Seconds: s.wall.Seconds(),
+				Attached: s.attached.Seconds(), RSSKiB: s.rssKiB})
+		}
+	}
+
+	// 2. What each mechanism leaves in the kernel while skbstat runs.
+	for _, m := range mechanisms {
+		r, err := objects(ctx, m)
+		if err != nil {
+			return err
+		}
+		emit(r)
+	}
+
+	// 3. Per-event cost. A server on the destination port keeps ICMP
+	// port-unreachable errors out of the egress counts.
+	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		return fmt.Errorf("enable BPF statistics: %w", err)
+	}
+	defer stats.Close()
+	stopServer, err := startReady(ctx, exec.CommandContext(ctx, "traffic", "serve", "-udp", "9999"), "serve: listening")
+	if err != nil {
+		return err
+	}
+	defer stopServer()
+	var took time.Duration
+	send := func() error {
+		start := time.Now()
+		out, err := exec.CommandContext(ctx, "traffic", "udp", "-n", strconv.Itoa(events),
+			"-src", "127.0.0.1:5555", "127.0.0.1:9999").CombinedOutput()
+		took = time.Since(start)
+		if err != nil {
+			return fmt.Errorf("traffic udp: %v: %s", err, out)
+		}
+		return nil
+	}
+	for rep := range reps {
+		for j := range mechanisms {
+			m := mechanisms[(rep+j)%len(mechanisms)]
+			for _, f := range costFilters {
+				cmd := exec.CommandContext(ctx, "skbstat", costArgs(m, f.sport)...)
+				got, _, err := measure(ctx, cmd, "skbstat: tracing", byTarget, send)
+				if err != nil {
+					return fmt.Errorf("%s, %s: %w", m, f.name, err)
+				}
+				for prog, c := range got {
+					emit(record{Kind: "cost", Mechanism: m, Filter: f.name, Program: prog,
+						Runs: c.runs, RuntimeNs: c.runtime.Nanoseconds()})
+				}
+				emit(record{Kind: "send", Mechanism: m, Filter: f.name, Seconds: took.Seconds()})
+			}
+		}
+		if err := send(); err != nil {
+			return err
+		}
+		emit(record{Kind: "send", Mechanism: "none", Seconds: took.Seconds()})
+	}
+	return nil
+}
+
+// objects runs skbstat with the full set attached with m and counts its
+// programs and their links in the kernel.
+func objects(ctx context.Context, m string) (record, error) {
+	cmd := exec.CommandContext(ctx, "skbstat", append([]string{"-v", "-i", "3600"}, fullSet(m)...)...)
+	stop, err := startReady(ctx, cmd, "skbstat: tracing")
+	if err != nil {
+		return record{}, err
+	}
+	progs, err := skbstatPrograms()
+	var links []attachment
+	if err == nil {
+		links, err = linksOf(progs)
+	}
+	out, stopErr := stop()
+	if err = errors.Join(err, stopErr); err != nil {
+		return record{}, fmt.Errorf("%s: %w", m, err)
+	}
+	r := record{Kind: "objects", Mechanism: m, Programs: len(progs), Links: map[string]int{}}
+	for _, l := range links {
+		r.Links[l.kind]++
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, " attached as ") || strings.HasPrefix(line, "skbstat: not attached") {
+			r.Rows = append(r.Rows, strings.TrimPrefix(line, "skbstat: "))
+		}
+	}
+	return r, nil
+}
+
+// skbstatPrograms returns the IDs of the loaded programs named skbstat_*.
+func skbstatPrograms() (map[ebpf.ProgramID]bool, error) {
+	ids := map[ebpf.ProgramID]bool{}
+	var id ebpf.ProgramID
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if errors.Is(err, os.ErrNotExist) {
+			return ids, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list programs: %w", err)
+		}
+		id = next
+		p, err := ebpf.NewProgramFromID(id)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // unloaded meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("program %d: %w", id, err)
+		}
+		info, err := p.Info()
+		p.Close()
+		if err != nil {
+			return nil, fmt.Errorf("program %d: %w", id, err)
+		}
+		if strings.HasPrefix(info.Name, "skbstat_") {
+			ids[id] = true
+		}
+	}
+}
+
+// attachment is one link of a program: its kind and what it attaches to.
+type attachment struct {
+	kind    string
+	targets []string
+}
+
+// linksOf returns the links of the programs progs.
+func linksOf(progs map[ebpf.ProgramID]bool) ([]attachment, error) {
+	var as []attachment
+	it := new(link.Iterator)
+	defer it.Close()
+	for it.Next() {
+		info, err := it.Link.Info()
+		if err != nil {
+			return nil, fmt.Errorf("link %d: %w", it.ID, err)
+		}
+		if !progs[info.Program] {
+			continue
+		}
+		a, err := describe(info)
+		if err != nil {
+			return nil, fmt.Errorf("link %d: %w", it.ID, err)
+		}
+		as = append(as, a)
+	}
+	return as, it.Err()
+}
+
+var (
+	kernelBTF  = sync.OnceValues(btf.LoadKernelSpec)
+	kernelSyms = sync.OnceValues(kallsyms.Load)
+)
+
+// describe names a link's kind and the functions or tracepoint it attaches to.
+func describe(info *link.Info) (attachment, error) {
+	switch info.Type {
+	case link.RawTracepointType:
+		return attachment{"raw tracepoint", []string{info.RawTracepoint().Name}}, nil
+	case link.TracingType:
+		spec, err := kernelBTF()
+		if err != nil {
+			return attachment{}, err
+		}
+		fn, err := spec.TypeByID(info.Tracing().TargetBtfId)
+		if err != nil {
+			return attachment{}, fmt.Errorf("fentry target: %w", err)
+		}
+		return attachment{"fentry", []string{fn.TypeName()}}, nil
+	case link.KprobeMultiType:
+		addrs, ok := info.KprobeMulti().Addresses()
+		if !ok {
+			return attachment{}, errors.New("kprobe.multi link without addresses")
+		}
+		syms, err := kernelSyms()
+		if err != nil {
+			return attachment{}, err
+		}
+		a := attachment{kind: "kprobe.multi"}
+		for _, addr := range addrs {
+			fn, _, _ := strings.Cut(syms.Symbolize(addr.Address), "+")
+			a.targets = append(a.targets, fn)
+		}
+		return a, nil
+	case link.PerfEventType:
+		if k := info.PerfEvent().Kprobe(); k != nil {
+			return attachment{"kprobe", []string{k.Function}}, nil
+		}
+	}
+	return attachment{kind: fmt.Sprintf("link type %d", info.Type)}, nil
+}
+
+// byTarget labels skbstat's programs by name and what they serve, e.g.
+// "skbstat_fn1: ip_local_out ip_output".
+func byTarget(id ebpf.ProgramID, pi *ebpf.ProgramInfo) (string, error) {
+	if !strings.HasPrefix(pi.Name, "skbstat_") {
+		return "", nil
+	}
+	links, err := linksOf(map[ebpf.ProgramID]bool{id: true})
+	if err != nil {
+		return "", err
+	}
+	var targets []string
+	for _, l := range links {
+		targets = append(targets, l.targets...)
+	}
+	return pi.Name + ": " + strings.Join(targets, " "), nil
+}
