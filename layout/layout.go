@@ -59,6 +59,8 @@ type Layout struct {
 	// functions, drop reasons). Types are decoded on demand, so keeping it
 	// costs only the raw BTF.
 	spec *btf.Spec
+	// cache holds spec when it is the running kernel's.
+	cache *btf.Cache
 }
 
 // errNoBTF is returned by lookups on a Layout that was not built from BTF.
@@ -66,15 +68,26 @@ var errNoBTF = errors.New("layout has no BTF")
 
 // Kernel returns the running kernel's Layout from its BTF.
 func Kernel() (*Layout, error) {
-	spec, err := btf.LoadKernelSpec()
+	cache := btf.NewCache()
+	spec, err := cache.Kernel()
 	if errors.Is(err, btf.ErrNotSupported) {
 		return nil, fmt.Errorf("kernel has no BTF (/sys/kernel/btf/vmlinux), pass --btf FILE: %w", err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load kernel BTF: %w", err)
 	}
-	return FromBTF(spec)
+	l, err := FromBTF(spec)
+	if err != nil {
+		return nil, err
+	}
+	l.cache = cache
+	return l, nil
 }
+
+// KernelBTF is the running kernel's BTF, parsed once, for loading programs
+// that attach to kernel functions (fentry); nil for a Layout not read from
+// the running kernel.
+func (l *Layout) KernelBTF() *btf.Cache { return l.cache }
 
 // FromFile returns a Layout from an external BTF file describing the running
 // kernel, for kernels that do not expose their own: raw BTF (a copy of

@@ -160,7 +160,7 @@ func functionProbes(l *layout.Layout, syms *kallsyms.Table, fns []kernelFunc) (p
 // function is resolved, so that a kernel with none (a locked-down one) costs
 // no symbol table and no attempt per function. fentry is tried on probeFn,
 // unless attach rules it out.
-func lackingMechanisms(attach Mechanism, probeFn string) map[Mechanism]error {
+func lackingMechanisms(attach Mechanism, probeFn string, kernel *btf.Cache) map[Mechanism]error {
 	dead := map[Mechanism]error{}
 	if _, err := os.Stat("/sys/bus/event_source/devices/kprobe/type"); err != nil {
 		dead[Kprobe] = errors.New("this kernel has no kprobes (CONFIG_KPROBES)")
@@ -172,7 +172,7 @@ func lackingMechanisms(attach Mechanism, probeFn string) map[Mechanism]error {
 	if attach == Auto || attach == Fentry {
 		if probeFn == "" {
 			dead[Fentry] = errors.New("no kernel BTF describes these functions")
-		} else if lack := kernelLacks(Fentry, tryFentry(probeFn)); lack != nil {
+		} else if lack := kernelLacks(Fentry, tryFentry(probeFn, kernel)); lack != nil {
 			dead[Fentry] = lack
 		}
 	}
@@ -180,11 +180,11 @@ func lackingMechanisms(attach Mechanism, probeFn string) map[Mechanism]error {
 }
 
 // tryFentry attaches an empty fentry program to fn and detaches it.
-func tryFentry(fn string) error {
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type: ebpf.Tracing, AttachType: ebpf.AttachTraceFEntry, AttachTo: fn, License: "GPL",
+func tryFentry(fn string, kernel *btf.Cache) error {
+	prog, err := loadProgram(&ebpf.ProgramSpec{
+		Name: "skbstat_try", Type: ebpf.Tracing, AttachType: ebpf.AttachTraceFEntry, AttachTo: fn, License: "GPL",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-	})
+	}, kernel)
 	if err != nil {
 		return err
 	}

@@ -319,7 +319,7 @@ func newPlan(cfg Config) (plan, error) {
 		}
 		probeFn = fns[i].name
 	}
-	p.dead = lackingMechanisms(cfg.Attach, probeFn)
+	p.dead = lackingMechanisms(cfg.Attach, probeFn, cfg.Layout.KernelBTF())
 	if err := noMechanism(cfg.Attach, p.dead); err != nil {
 		if cfg.Attach != Auto {
 			return p, fmt.Errorf("--attach %s: %w", cfg.Attach, p.dead[cfg.Attach])

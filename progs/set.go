@@ -8,6 +8,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 )
 
@@ -134,7 +135,7 @@ func (s *Set) attachHook(p *probe, h hook, cfg Config) error {
 	}
 	spec := &ebpf.ProgramSpec{Name: p.prog, Instructions: insns, License: "GPL"}
 	h.configure(spec)
-	prog, err := ebpf.NewProgram(spec)
+	prog, err := loadProgram(spec, cfg.Layout.KernelBTF())
 	if err != nil {
 		return fmt.Errorf("load: %w", err)
 	}
@@ -149,6 +150,23 @@ func (s *Set) attachHook(p *probe, h hook, cfg Config) error {
 		_, s.dropReasons = h.loadReason(asm.R1)
 	}
 	return nil
+}
+
+// loadProgram loads spec. A program that attaches to a kernel function
+// (fentry) is loaded with the kernel BTF the layout parsed already: loaded on
+// its own, each would parse all of the kernel's BTF again.
+func loadProgram(spec *ebpf.ProgramSpec, kernel *btf.Cache) (*ebpf.Program, error) {
+	if spec.AttachTo == "" || kernel == nil {
+		return ebpf.NewProgram(spec)
+	}
+	coll, err := ebpf.NewCollectionWithOptions(&ebpf.CollectionSpec{
+		Programs: map[string]*ebpf.ProgramSpec{spec.Name: spec},
+	}, ebpf.CollectionOptions{Cache: kernel})
+	if err != nil {
+		return nil, err
+	}
+	defer coll.Close()
+	return coll.DetachProgram(spec.Name), nil
 }
 
 // Close detaches and unloads everything.
