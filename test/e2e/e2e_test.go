@@ -278,6 +278,7 @@ func TestBadInput(t *testing.T) {
 		{[]string{"--no_drop"}, "--no_drop: nothing left to trace (add --input, --output or --consume)"},
 		{[]string{"--bogus"}, "flag provided but not defined: -bogus"},
 		{[]string{"extra"}, `unexpected argument "extra"`},
+		{[]string{"--btf", "/nonexistent/vmlinux"}, "--btf /nonexistent/vmlinux: BTF file /nonexistent/vmlinux: "},
 		{[]string{"--attach", "uprobe"}, "--attach uprobe: unknown attach mechanism (auto, fentry, kprobe-multi or kprobe)"},
 		{[]string{"-f", "no_such_function_xyz"}, "-f no_such_function_xyz: no kernel function no_such_function_xyz in the kernel's BTF"},
 		{[]string{"-f", "schedule"}, "-f schedule: function schedule has no struct sk_buff * parameter"},
@@ -335,5 +336,26 @@ func TestNoFunctionTracing(t *testing.T) {
 	out, _ := cmd.CombinedOutput()
 	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), "skbstat: --attach kprobe: this kernel has no kprobes") {
 		t.Errorf("--attach kprobe: exit %d, %q; want exit 1 saying the kernel has no kprobes", code, out)
+	}
+}
+
+// TestExternalBTF reads the kernel layout from a BTF file, as on kernels
+// without /sys/kernel/btf/vmlinux, and counts as with the kernel's own.
+func TestExternalBTF(t *testing.T) {
+	requireRoot(t)
+	raw, err := os.ReadFile("/sys/kernel/btf/vmlinux")
+	if err != nil {
+		t.Fatalf("this test copies the kernel's BTF: %v", err)
+	}
+	file := t.TempDir() + "/vmlinux.btf"
+	if err := os.WriteFile(file, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := newPair(t)
+	r := startSkbstat(t, "--btf", file, "-i", "60", "-d", p.b4, "-p", "udp")
+	p.sendUDP(t, datagrams, p.a4, p.b4)
+	settle()
+	if n := sum(r.stop(t, syscall.SIGINT), stackCount("DROP", "NO_SOCKET")); n != datagrams {
+		t.Errorf("%d NO_SOCKET drops with --btf, want %d", n, datagrams)
 	}
 }
