@@ -100,6 +100,18 @@ type generator struct {
 	reject string
 }
 
+// commented attaches text to the first instruction, where listings (such as
+// --dump-bpf) print it, before any comment the instruction had.
+func commented(text string, insns asm.Instructions) asm.Instructions {
+	if len(insns) > 0 {
+		if old := insns[0].Source(); old != nil {
+			text += "; " + old.String()
+		}
+		insns[0] = insns[0].WithSource(asm.Comment(text))
+	}
+	return insns
+}
+
 // label names a place in this filter's code.
 func (g generator) label(name string) string {
 	return g.reject + "_filter_" + name
@@ -118,30 +130,33 @@ func rejectAll(reject string) asm.Instructions {
 // checkIfindex rejects packets on other devices than ifindex.
 func checkIfindex(src Source, ifindex int, reject string) asm.Instructions {
 	insns := src.Ifindex(regTmp, reject)
-	return append(insns, asm.JNE.Imm32(regTmp, int32(ifindex), reject))
+	return commented(fmt.Sprintf("filter: device ifindex %d", ifindex),
+		append(insns, asm.JNE.Imm32(regTmp, int32(ifindex), reject)))
 }
 
 // checkEthertype rejects packets whose ethertype is not want.
 func (g generator) checkEthertype(want []byte) asm.Instructions {
 	insns := g.src.Ethertype(regTmp, g.reject)
-	return append(insns, asm.JNE.Imm32(regTmp, int32(g.order.Uint16(want)), g.reject))
+	return commented(fmt.Sprintf("filter: ethertype 0x%04x", binary.BigEndian.Uint16(want)),
+		append(insns, asm.JNE.Imm32(regTmp, int32(g.order.Uint16(want)), g.reject)))
 }
 
 // dispatchFamily continues with the IPv4 code after it for IPv4, jumps to
 // the IPv6 code for IPv6, and rejects other packets.
 func (g generator) dispatchFamily() asm.Instructions {
 	insns := g.src.Ethertype(regTmp, g.reject)
-	return append(insns,
+	return commented("filter: IPv4 or IPv6", append(insns,
 		asm.JEq.Imm32(regTmp, int32(g.order.Uint16(ethIPv6)), g.label("ipv6")),
 		asm.JNE.Imm32(regTmp, int32(g.order.Uint16(ethIPv4)), g.reject),
-	)
+	))
 }
 
 // fetchHeader makes the fixed IP header of size bytes readable at regPtr.
 func (g generator) fetchHeader(size int32) asm.Instructions {
 	insns := asm.Instructions{asm.Mov.Imm(regOff, 0)}
 	insns = append(insns, g.src.Setup(g.reject)...)
-	return append(insns, g.src.Fetch(regPtr, regOff, size, g.reject)...)
+	return commented(fmt.Sprintf("filter: fetch the %d-byte IP header", size),
+		append(insns, g.src.Fetch(regPtr, regOff, size, g.reject)...))
 }
 
 // ipv4 checks the IPv4 header, and leaves the protocol in regProto and the
@@ -237,7 +252,7 @@ func (g generator) comparePrefix(off int16, p netip.Prefix, miss string) asm.Ins
 		}
 		insns = append(insns, asm.JNE.Imm32(regTmp, int32(g.order.Uint32(value)), miss))
 	}
-	return insns
+	return commented(fmt.Sprintf("filter: address at header offset %d in %s", off, p), insns)
 }
 
 // either emits "first or second": first jumps to miss (a label on
@@ -279,7 +294,7 @@ func (g generator) extensionHeader(i int) asm.Instructions {
 		laterFragment = g.reject
 	}
 	insns := asm.Instructions{
-		jumpBy(asm.JEq, regProto, protoHopByHop, 3),
+		jumpBy(asm.JEq, regProto, protoHopByHop, 3).WithSource(asm.Comment(fmt.Sprint("filter: IPv6 extension header ", i+1))),
 		jumpBy(asm.JEq, regProto, protoRouting, 2),
 		jumpBy(asm.JEq, regProto, protoDstOpts, 1),
 		asm.JNE.Imm(regProto, protoFragment, g.label("transport")),
@@ -350,7 +365,7 @@ func (g generator) comparePorts() asm.Instructions {
 			func(miss string) asm.Instructions { return comparePortRange(dport, g.f.Port, miss) },
 		)...)
 	}
-	return insns
+	return commented("filter: ports", insns)
 }
 
 // loadPort loads the port at off from regPtr into dst as a host-order

@@ -22,6 +22,7 @@ func ExampleFilter_Instructions() {
 	}
 	// Output:
 	// src 10.0.0.0/8 and proto udp and dst port 53
+	// 	  ; filter: ethertype 0x0800
 	// 	 0: LdXMemW dst: r3 src: r6 off: 0 imm: 0
 	// 	 1: LdXMemW dst: r4 src: r6 off: 4 imm: 0
 	// 	 2: MovReg dst: r2 src: r3
@@ -29,6 +30,7 @@ func ExampleFilter_Instructions() {
 	// 	 4: JGTReg dst: r2 off: -1 src: r4 <reject>
 	// 	 5: LdXMemH dst: r2 src: r3 off: 12 imm: 0
 	// 	 6: JNE32Imm dst: r2 off: -1 imm: 8 <reject>
+	// 	  ; filter: fetch the 20-byte IP header
 	// 	 7: MovImm dst: r8 imm: 0
 	// 	 8: LdXMemW dst: r7 src: r6 off: 0 imm: 0
 	// 	 9: AddImm dst: r7 imm: 14
@@ -45,6 +47,7 @@ func ExampleFilter_Instructions() {
 	// 	20: JNEImm dst: r2 off: -1 imm: 4 <reject>
 	// 	21: JLTImm dst: r8 off: -1 imm: 5 <reject>
 	// 	22: LShImm dst: r8 imm: 2
+	// 	  ; filter: address at header offset 12 in 10.0.0.0/8
 	// 	23: LdXMemW dst: r2 src: r1 off: 12 imm: 0
 	// 	24: AndImm32 dst: r2 imm: 255
 	// 	25: JNE32Imm dst: r2 off: -1 imm: 10 <reject>
@@ -59,6 +62,7 @@ func ExampleFilter_Instructions() {
 	// 	34: AddImm dst: r3 imm: 4
 	// 	35: LdXMemW dst: r4 src: r6 off: 4 imm: 0
 	// 	36: JGTReg dst: r3 off: -1 src: r4 <reject>
+	// 	  ; filter: ports
 	// 	37: LdXMemH dst: r3 src: r1 off: 2 imm: 0
 	// 	38: SwapBE dst: r3
 	// 	39: JNEImm dst: r3 off: -1 imm: 53 <reject>

@@ -94,11 +94,16 @@ func xdpProgram(f Filter) asm.Instructions {
 // closes the program.
 func loadFilter(tb testing.TB, f Filter) *ebpf.Program {
 	tb.Helper()
+	insns := xdpProgram(f)
+	for i := range insns {
+		// Comments are for listings; loaded, they would be line info.
+		insns[i] = insns[i].WithSource(nil)
+	}
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name:         "filter_test",
 		Type:         ebpf.XDP,
 		License:      "GPL",
-		Instructions: xdpProgram(f),
+		Instructions: insns,
 	})
 	if err != nil {
 		var verr *ebpf.VerifierError

@@ -149,18 +149,19 @@ func program(p *probe, h hook, cfg Config, rows uint32) (asm.Instructions, error
 	if err != nil {
 		return nil, err
 	}
-	insns := asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1)}
+	insns := asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1).WithSource(asm.Comment(fmt.Sprintf("%s, %s", p.name, h.mechanism())))}
 	insns = append(insns, h.loadArg(asm.R1)...)
 	insns = append(insns,
 		asm.JEq.Imm(asm.R1, 0, "exit"),
 		asm.StoreMem(asm.R10, slotArg, asm.R1, asm.DWord),
 	)
 	insns = append(insns, cfg.Filter.Instructions(src, cfg.Layout.ByteOrder, "exit")...)
+	count := countRow(h.storeRowKey(p.row))
 	if p.stacks() {
-		insns = append(insns, countStack(p.section, h, rows)...)
-	} else {
-		insns = append(insns, countRow(h.storeRowKey(p.row))...)
+		count = countStack(p.section, h, rows)
 	}
+	count[0] = count[0].WithSource(asm.Comment("count"))
+	insns = append(insns, count...)
 	return append(insns,
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("exit"),
 		asm.Return(),

@@ -156,6 +156,11 @@ func (s *Set) attachHook(p *probe, h hook, cfg Config) error {
 // (fentry) is loaded with the kernel BTF the layout parsed already: loaded on
 // its own, each would parse all of the kernel's BTF again.
 func loadProgram(spec *ebpf.ProgramSpec, kernel *btf.Cache) (*ebpf.Program, error) {
+	// Comments are for listings (--dump-bpf); loaded, the kernel would
+	// take them for source line information.
+	for i := range spec.Instructions {
+		spec.Instructions[i] = spec.Instructions[i].WithSource(nil)
+	}
 	if spec.AttachTo == "" || kernel == nil {
 		return ebpf.NewProgram(spec)
 	}

@@ -64,7 +64,7 @@ func (s span) load(dst asm.Register, f layout.Field) asm.Instruction {
 // read copies the span from the struct at slotArg to the stack.
 func (s span) read(reject string) asm.Instructions {
 	insns := asm.Instructions{
-		asm.LoadMem(asm.R3, asm.R10, slotArg, asm.DWord),
+		asm.LoadMem(asm.R3, asm.R10, slotArg, asm.DWord).WithSource(asm.Comment(fmt.Sprintf("copy %d bytes of the probed struct", s.size))),
 		asm.Add.Imm(asm.R3, int32(s.start)),
 	}
 	return append(insns, probeRead(s.base(), int32(s.size), reject)...)
