@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -176,10 +177,18 @@ func loadProgram(spec *ebpf.ProgramSpec, kernel *btf.Cache) (*ebpf.Program, erro
 
 // Close detaches and unloads everything.
 func (s *Set) Close() error {
-	var errs []error
-	for _, l := range s.links {
-		errs = append(errs, l.Close())
+	// Links close in parallel: each fentry link waits for the kernel to
+	// retire its trampoline, and one after another those waits add up.
+	errs := make([]error, len(s.links))
+	var wg sync.WaitGroup
+	for i, l := range s.links {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = l.Close()
+		}()
 	}
+	wg.Wait()
 	for _, p := range s.progs {
 		errs = append(errs, p.Close())
 	}
