@@ -217,6 +217,9 @@ func action(c *cli.Context) error {
 	defer signal.Stop(sig)
 
 	set, err := progs.Load(o.cfg)
+	if errors.Is(err, os.ErrPermission) {
+		return fmt.Errorf("%w (run skbstat as root, or with CAP_BPF and CAP_PERFMON)", err)
+	}
 	if err != nil {
 		return err
 	}

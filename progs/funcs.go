@@ -287,7 +287,7 @@ func kernelArch() string {
 // kprobe each. dead holds the mechanisms known to be missing; one found
 // missing on the way is not tried again for the other functions.
 func (s *Set) attachFunctions(ps []*probe, cfg Config, dead map[Mechanism]error) {
-	a := funcAttacher{s: s, cfg: cfg, arch: kernelArch(), errs: map[*probe][]string{}, dead: dead}
+	a := funcAttacher{s: s, cfg: cfg, arch: kernelArch(), errs: map[*probe]attempts{}, dead: dead}
 	try := func(m Mechanism) bool { return cfg.Attach == Auto || cfg.Attach == m }
 	pending := ps
 	if try(Fentry) {
@@ -308,7 +308,7 @@ func (s *Set) attachFunctions(ps []*probe, cfg Config, dead map[Mechanism]error)
 		})
 	}
 	for _, p := range pending {
-		s.record(Attachment{Section: p.section, Probe: p.name, Err: errors.New(strings.Join(a.errs[p], "; "))})
+		s.record(Attachment{Section: p.section, Probe: p.name, Err: a.errs[p]})
 	}
 }
 
@@ -317,12 +317,12 @@ type funcAttacher struct {
 	s    *Set
 	cfg  Config
 	arch string
-	errs map[*probe][]string // why each mechanism failed, per probe
+	errs map[*probe]attempts // why each mechanism failed, per probe
 	dead map[Mechanism]error // mechanisms this kernel lacks
 }
 
 func (a *funcAttacher) fail(p *probe, m Mechanism, err error) {
-	a.errs[p] = append(a.errs[p], fmt.Sprintf("%s: %v", m, err))
+	a.errs[p] = append(a.errs[p], fmt.Errorf("%s: %w", m, err))
 }
 
 // errENOTSUPP is the kernel's internal ENOTSUPP (524), which some attach

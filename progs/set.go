@@ -108,21 +108,35 @@ func (s *Set) record(a Attachment) {
 // attach tries a tracepoint probe's hooks in order and keeps the first that loads and
 // attaches.
 func (s *Set) attach(p *probe, cfg Config) (mechanism string, err error) {
-	var errs []string
+	var errs attempts
 	for _, resolve := range p.hooks {
 		h, err := resolve()
 		if err != nil {
-			errs = append(errs, err.Error())
+			errs = append(errs, err)
 			continue
 		}
 		if err := s.attachHook(p, h, cfg); err != nil {
-			errs = append(errs, fmt.Sprintf("%s: %v", h.mechanism(), err))
+			errs = append(errs, fmt.Errorf("%s: %w", h.mechanism(), err))
 			continue
 		}
 		return h.mechanism(), nil
 	}
-	return "", errors.New(strings.Join(errs, "; "))
+	return "", errs
 }
+
+// attempts is why each way of attaching a probe failed. It prints on one
+// line, and errors.Is sees each cause (to tell, say, missing privileges).
+type attempts []error
+
+func (a attempts) Error() string {
+	msgs := make([]string, len(a))
+	for i, err := range a {
+		msgs[i] = err.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+func (a attempts) Unwrap() []error { return a }
 
 func (s *Set) attachHook(p *probe, h hook, cfg Config) error {
 	insns, err := program(p, h, cfg, s.rows)

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -357,5 +358,31 @@ func TestExternalBTF(t *testing.T) {
 	settle()
 	if n := sum(r.stop(t, syscall.SIGINT), stackCount("DROP", "NO_SOCKET")); n != datagrams {
 		t.Errorf("%d NO_SOCKET drops with --btf, want %d", n, datagrams)
+	}
+}
+
+// TestUnprivileged runs skbstat as nobody: a runtime failure (exit 1) that
+// says what to do.
+func TestUnprivileged(t *testing.T) {
+	requireRoot(t)
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Fatal("setpriv (util-linux) is needed to drop privileges")
+	}
+	bin := t.TempDir() + "/skbstat"
+	raw, err := os.ReadFile(skbstatBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, raw, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(filepath.Dir(bin), 0o755)
+	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", bin, "-c", "1", "-i", "0.1")
+	out, _ := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), "run as root, or with CAP_BPF and CAP_PERFMON") {
+		t.Errorf("as nobody: exit %d, %q; want exit 1 saying to run as root", code, out)
+	}
+	if progs, _ := bpfObjects(t); len(progs) != 0 {
+		t.Errorf("programs loaded: %v", progs)
 	}
 }
