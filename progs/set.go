@@ -39,13 +39,6 @@ type Attachment struct {
 	Err       error  // why it was not
 }
 
-func (a Attachment) String() string {
-	if a.Err != nil {
-		return fmt.Sprintf("%s: %s not attached: %v", a.Section, a.Probe, a.Err)
-	}
-	return fmt.Sprintf("%s: %s attached as %s", a.Section, a.Probe, a.Mechanism)
-}
-
 // Load creates the maps, loads a program per probe and attaches it with the
 // best hook the kernel offers. A probe that cannot be attached is skipped and
 // listed in Skipped; if none can be, Load fails and leaves nothing behind.
