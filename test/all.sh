@@ -6,13 +6,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Installed here, once, rather than by the test packages that use them:
+# go test runs packages in parallel, and two apt-get runs would collide.
 need=()
-for tool in ip:iproute2 bpftool:bpftool bpftrace:bpftrace; do
+for tool in ip:iproute2 bpftool:bpftool bpftrace:bpftrace setpriv:util-linux \
+	qemu-system-x86_64:qemu-system-x86 qemu-system-aarch64:qemu-system-arm xz:xz-utils zstd:zstd; do
 	command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
 	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
 go vet ./...
