@@ -1,5 +1,6 @@
-// Package progs generates skbstat's BPF programs, one per probe, loads and
-// attaches them, and reads what they counted.
+// Package progs generates skbstat's BPF programs, one per probe (one per
+// group of functions on a kprobe.multi link), loads and attaches them, and
+// reads what they counted.
 //
 // Every program has the same shape: find the skb in the context, run the
 // filter on it, and count, either into a per-CPU row counter or per kernel
@@ -49,8 +50,8 @@ type Config struct {
 	Attach Mechanism
 }
 
-// probe is one source of counts: a row of an INGRESS or EGRESS section, or
-// the stacks of CONSUME or DROP.
+// probe is one source of counts: a row of an INGRESS, EGRESS or FUNC
+// section, or the stacks of CONSUME or DROP.
 type probe struct {
 	section Section
 	name    string // as printed: "net:netif_receive_skb"
@@ -187,8 +188,9 @@ func lookupKey(m string) asm.Instructions {
 	}
 }
 
-// increment adds one to the counter R0 points to; this CPU's own, so no
-// atomic operation is needed.
+// increment adds one to the counter R0 points to; this CPU's own, and the
+// kernel does not let a program run twice at once on one CPU, so no atomic
+// operation is needed.
 func increment() asm.Instructions {
 	return asm.Instructions{
 		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
