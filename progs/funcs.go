@@ -112,6 +112,22 @@ type funcTarget struct {
 	received bool  // socket-level: the socket receives
 }
 
+// fentry is the hook that attaches to t with a BPF trampoline, where BTF
+// describes the function.
+func (t *funcTarget) fentry() (hook, error) {
+	if !t.hasBTF {
+		return nil, errors.New("no BTF for " + t.symbol)
+	}
+	return fentryHook{fn: t.symbol, arg: t.arg}, nil
+}
+
+// kprobe is the hook that attaches to t with a kprobe on kernel
+// architecture arch.
+func (t *funcTarget) kprobe(arch string) (hook, error) {
+	arg, err := layout.PtRegsArg(arch, t.arg)
+	return kprobeHook{symbol: t.symbol, arg: arg}, err
+}
+
 // wanted reports whether the filter lets any packet through k, as the
 // original chose: an IPv4-only filter skips the IPv6 functions, -p udp the
 // TCP and ICMP ones, and so on.
@@ -291,21 +307,13 @@ func (s *Set) attachFunctions(ps []*probe, cfg Config, dead map[Mechanism]error)
 	try := func(m Mechanism) bool { return cfg.Attach == Auto || cfg.Attach == m }
 	pending := ps
 	if try(Fentry) {
-		pending = a.each(pending, Fentry, func(p *probe) (hook, error) {
-			if !p.fn.hasBTF {
-				return nil, errors.New("no BTF for " + p.fn.symbol)
-			}
-			return fentryHook{fn: p.fn.symbol, arg: p.fn.arg}, nil
-		})
+		pending = a.each(pending, Fentry, func(p *probe) (hook, error) { return p.fn.fentry() })
 	}
 	if try(KprobeMulti) {
 		pending = a.multi(pending)
 	}
 	if try(Kprobe) {
-		pending = a.each(pending, Kprobe, func(p *probe) (hook, error) {
-			arg, err := layout.PtRegsArg(a.arch, p.fn.arg)
-			return kprobeHook{symbol: p.fn.symbol, arg: arg}, err
-		})
+		pending = a.each(pending, Kprobe, func(p *probe) (hook, error) { return p.fn.kprobe(a.arch) })
 	}
 	for _, p := range pending {
 		s.record(Attachment{Section: p.section, Probe: p.name, Err: a.errs[p]})

@@ -280,10 +280,9 @@ func Dump(w io.Writer, cfg Config) error {
 func firstHook(p *probe) (hook, error) {
 	if p.fn != nil {
 		if p.fn.hasBTF {
-			return fentryHook{fn: p.fn.symbol, arg: p.fn.arg}, nil
+			return p.fn.fentry()
 		}
-		arg, err := layout.PtRegsArg(kernelArch(), p.fn.arg)
-		return kprobeHook{symbol: p.fn.symbol, arg: arg}, err
+		return p.fn.kprobe(kernelArch())
 	}
 	var last error
 	for _, resolve := range p.hooks {
