@@ -259,6 +259,9 @@ func Dump(w io.Writer, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	for _, m := range pl.missing {
+		fmt.Fprintf(w, "; %s: not attached: %v\n", m.Probe, m.Err)
+	}
 	rows := numberRows(pl.probes)
 	for _, p := range pl.probes {
 		h, err := firstHook(p)

@@ -27,7 +27,7 @@ type Set struct {
 
 	// dropReasons: the DROP probe reads the drop reason.
 	dropReasons bool
-	prevRows    []uint64
+	prevRows    map[uint32]uint64
 	prevStacks  map[stackKey]uint64
 }
 
@@ -52,7 +52,7 @@ func Load(cfg Config) (*Set, error) {
 
 func load(cfg Config, p plan) (_ *Set, err error) {
 	ps := p.probes
-	s := &Set{probes: ps, maps: map[string]*ebpf.Map{}, prevStacks: map[stackKey]uint64{}, Skipped: p.missing}
+	s := &Set{probes: ps, maps: map[string]*ebpf.Map{}, prevRows: map[uint32]uint64{}, prevStacks: map[stackKey]uint64{}, Skipped: p.missing}
 	s.rows = numberRows(ps)
 	defer func() {
 		if err != nil {
@@ -86,7 +86,6 @@ func load(cfg Config, p plan) (_ *Set, err error) {
 		}
 		return nil, fmt.Errorf("no probe could be attached: %w", errors.Join(errs...))
 	}
-	s.prevRows = make([]uint64, s.rows+uint32(numSections))
 	return s, nil
 }
 
@@ -240,13 +239,7 @@ func (s *Set) Read() (Counts, error) {
 		if err := rows.Lookup(key, &per); err != nil {
 			return 0, fmt.Errorf("read counter %d: %w", key, err)
 		}
-		var sum uint64
-		for _, v := range per {
-			sum += v
-		}
-		delta := sum - s.prevRows[key]
-		s.prevRows[key] = sum
-		return delta, nil
+		return delta(s.prevRows, key, per), nil
 	}
 	for _, p := range s.probes {
 		if p.stacks() {
@@ -274,16 +267,10 @@ func (s *Set) Read() (Counts, error) {
 	var key stackKey
 	it := stacks.Iterate()
 	for it.Next(&key, &per) {
-		var sum uint64
-		for _, v := range per {
-			sum += v
-		}
-		delta := sum - s.prevStacks[key]
-		s.prevStacks[key] = sum
-		if delta > 0 {
+		if n := delta(s.prevStacks, key, per); n > 0 {
 			c.Stacks = append(c.Stacks, StackCount{
 				Section: Section(key.Section), StackID: key.StackID, Reason: key.Reason,
-				HasReason: s.hasReason(Section(key.Section)), Count: delta,
+				HasReason: s.hasReason(Section(key.Section)), Count: n,
 			})
 		}
 	}
@@ -292,6 +279,18 @@ func (s *Set) Read() (Counts, error) {
 	}
 	sort.Slice(c.Stacks, func(i, j int) bool { return c.Stacks[i].Count < c.Stacks[j].Count })
 	return c, nil
+}
+
+// delta sums a counter's per-CPU values and returns how much the sum grew
+// since the last call for key.
+func delta[K comparable](prev map[K]uint64, key K, perCPU []uint64) uint64 {
+	var sum uint64
+	for _, v := range perCPU {
+		sum += v
+	}
+	d := sum - prev[key]
+	prev[key] = sum
+	return d
 }
 
 func (s *Set) hasReason(sec Section) bool {
