@@ -132,3 +132,43 @@ func TestPtRegsArgLive(t *testing.T) {
 		}
 	}
 }
+
+// TestSockCommonLive checks the socket fields socket-level rows read: the
+// remote IPv4 address opens struct sock_common (skc_addrpair), and the
+// IPv6 addresses are whole 16-byte members.
+func TestSockCommonLive(t *testing.T) {
+	l := kernelBTF(t)
+	sk, err := l.SockCommon()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		f    Field
+		size uint32
+	}{{"skc_family", sk.Family, 2}, {"skc_num", sk.Num, 2}, {"skc_dport", sk.Dport, 2},
+		{"skc_daddr", sk.Daddr, 4}, {"skc_rcv_saddr", sk.RcvSaddr, 4},
+		{"skc_v6_daddr", sk.V6Daddr, 16}, {"skc_v6_rcv_saddr", sk.V6RcvSaddr, 16}} {
+		if c.f.Size != c.size {
+			t.Errorf("%s: size %d, want %d", c.name, c.f.Size, c.size)
+		}
+	}
+	if sk.Daddr.Offset != 0 || sk.RcvSaddr.Offset != 4 {
+		t.Errorf("skc_daddr at %d, skc_rcv_saddr at %d; want 0 and 4", sk.Daddr.Offset, sk.RcvSaddr.Offset)
+	}
+	if sk.V6RcvSaddr.Offset != sk.V6Daddr.Offset+16 {
+		t.Errorf("skc_v6_rcv_saddr at %d, want right after skc_v6_daddr at %d", sk.V6RcvSaddr.Offset, sk.V6Daddr.Offset)
+	}
+}
+
+func TestHasFunc(t *testing.T) {
+	l := kernelBTF(t)
+	for fn, want := range map[string]bool{"ip_rcv": true, "no_such_function_xyz": false, "sk_buff": false} {
+		if got := l.HasFunc(fn); got != want {
+			t.Errorf("HasFunc(%q) = %v, want %v", fn, got, want)
+		}
+	}
+	if (&Layout{}).HasFunc("ip_rcv") {
+		t.Error("a Layout without BTF has no functions")
+	}
+}

@@ -117,7 +117,7 @@ func FromBTF(spec *btf.Spec) (*Layout, error) {
 	l := &Layout{ByteOrder: binary.NativeEndian, PointerSize: ptrSize, spec: spec}
 
 	skb := SkBuff{}
-	err = l.fillStruct("sk_buff", []wantedMember{
+	_, err = l.fillStruct("sk_buff", []wantedMember{
 		{"head", &skb.Head},
 		{"data", &skb.Data},
 		{"len", &skb.Len},
@@ -131,7 +131,7 @@ func FromBTF(spec *btf.Spec) (*Layout, error) {
 		return nil, err
 	}
 	dev := NetDevice{}
-	if err := l.fillStruct("net_device", []wantedMember{{"ifindex", &dev.Ifindex}}); err != nil {
+	if _, err := l.fillStruct("net_device", []wantedMember{{"ifindex", &dev.Ifindex}}); err != nil {
 		return nil, err
 	}
 	l.SkBuff, l.NetDevice = skb, dev
@@ -173,20 +173,21 @@ type wantedMember struct {
 	field *Field
 }
 
-// fillStruct stores the position of each of members of struct name.
-func (l *Layout) fillStruct(name string, members []wantedMember) error {
+// fillStruct stores the position of each of members of struct name, and
+// returns the struct for lookups of other kinds.
+func (l *Layout) fillStruct(name string, members []wantedMember) (*btf.Struct, error) {
 	var s *btf.Struct
 	if err := l.typeByName(name, &s); err != nil {
-		return fmt.Errorf("struct %s: %w", name, err)
+		return nil, fmt.Errorf("struct %s: %w", name, err)
 	}
 	for _, m := range members {
 		f, err := l.member(s, m.name)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		*m.field = f
 	}
-	return nil
+	return s, nil
 }
 
 // member returns the position of a member of s that a BPF program loads: a
@@ -269,7 +270,7 @@ func isPointerTo(t btf.Type, name string) bool {
 // there: their Size is 0.
 func (l *Layout) SockCommon() (SockCommon, error) {
 	var sk SockCommon
-	err := l.fillStruct("sock_common", []wantedMember{
+	s, err := l.fillStruct("sock_common", []wantedMember{
 		{"skc_family", &sk.Family},
 		{"skc_num", &sk.Num},
 		{"skc_dport", &sk.Dport},
@@ -277,10 +278,6 @@ func (l *Layout) SockCommon() (SockCommon, error) {
 		{"skc_rcv_saddr", &sk.RcvSaddr},
 	})
 	if err != nil {
-		return sk, err
-	}
-	var s *btf.Struct
-	if err := l.typeByName("sock_common", &s); err != nil {
 		return sk, err
 	}
 	for _, m := range []struct {
