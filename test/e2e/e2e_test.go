@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"os"
@@ -384,5 +385,32 @@ func TestUnprivileged(t *testing.T) {
 	}
 	if progs, _ := bpfObjects(t); len(progs) != 0 {
 		t.Errorf("programs loaded: %v", progs)
+	}
+}
+
+// TestDumpBPF checks that --dump-bpf prints each program with the filter's
+// constants as immediates, and loads nothing.
+func TestDumpBPF(t *testing.T) {
+	requireRoot(t)
+	cmd := exec.Command(skbstatBin, "--dump-bpf", "--consume", "-d", "10.1.2.3", "-p", "udp")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	text := string(out)
+	// 10.1.2.3 as an immediate: the address's bytes loaded as this
+	// machine's 32-bit word.
+	addr := netip.MustParseAddr("10.1.2.3").As4()
+	imm := fmt.Sprintf("imm: %d <", int32(binary.NativeEndian.Uint32(addr[:])))
+	for _, want := range []string{
+		"; skb:consume_skb (skbstat_consume, ", "; skb:kfree_skb (skbstat_drop, ",
+		"; filter: address at header offset 16 in 10.1.2.3/32", imm, "Call FnGetStackid",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("--dump-bpf output lacks %q:\n%s", want, text)
+		}
+	}
+	if progs, _ := bpfObjects(t); len(progs) != 0 {
+		t.Errorf("--dump-bpf left programs loaded: %v", progs)
 	}
 }
