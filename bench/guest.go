@@ -22,6 +22,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
+	"github.com/skbstat/skbstat/internal/loaded"
 	"github.com/skbstat/skbstat/kallsyms"
 )
 
@@ -188,33 +189,17 @@ func objects(ctx context.Context, m string) (record, error) {
 
 // skbstatPrograms returns the IDs of the loaded programs named skbstat_*.
 func skbstatPrograms() (map[ebpf.ProgramID]bool, error) {
+	progs, err := loaded.Programs()
+	if err != nil {
+		return nil, err
+	}
 	ids := map[ebpf.ProgramID]bool{}
-	var id ebpf.ProgramID
-	for {
-		next, err := ebpf.ProgramGetNextID(id)
-		if errors.Is(err, os.ErrNotExist) {
-			return ids, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("list programs: %w", err)
-		}
-		id = next
-		p, err := ebpf.NewProgramFromID(id)
-		if errors.Is(err, os.ErrNotExist) {
-			continue // unloaded meanwhile
-		}
-		if err != nil {
-			return nil, fmt.Errorf("program %d: %w", id, err)
-		}
-		info, err := p.Info()
-		p.Close()
-		if err != nil {
-			return nil, fmt.Errorf("program %d: %w", id, err)
-		}
-		if strings.HasPrefix(info.Name, "skbstat_") {
+	for id, name := range progs {
+		if strings.HasPrefix(name, "skbstat_") {
 			ids[id] = true
 		}
 	}
+	return ids, nil
 }
 
 // attachment is one link of a program: its kind and what it attaches to.

@@ -1,12 +1,11 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
-	"os"
+	"sort"
 
-	"github.com/cilium/ebpf"
+	"github.com/skbstat/skbstat/internal/loaded"
 )
 
 // progsCommand prints the name of every BPF program loaded in the kernel,
@@ -17,28 +16,17 @@ func progsCommand(args []string, stdout io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	var id ebpf.ProgramID
-	for {
-		next, err := ebpf.ProgramGetNextID(id)
-		if errors.Is(err, os.ErrNotExist) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("list programs: %w", err)
-		}
-		id = next
-		prog, err := ebpf.NewProgramFromID(id)
-		if errors.Is(err, os.ErrNotExist) {
-			continue // unloaded meanwhile
-		}
-		if err != nil {
-			return fmt.Errorf("program %d: %w", id, err)
-		}
-		info, err := prog.Info()
-		prog.Close()
-		if err != nil {
-			return fmt.Errorf("program %d: %w", id, err)
-		}
-		fmt.Fprintln(stdout, info.Name)
+	progs, err := loaded.Programs()
+	if err != nil {
+		return err
 	}
+	var names []string
+	for _, name := range progs {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		fmt.Fprintln(stdout, name)
+	}
+	return nil
 }
