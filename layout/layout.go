@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/cilium/ebpf/btf"
 )
@@ -30,12 +31,20 @@ type SkBuff struct {
 	Protocol        Field // __be16, ETH_P_* in network byte order
 	NetworkHeader   Field // offset from Head
 	TransportHeader Field // offset from Head
+	MacHeader       Field // offset from Head
 	Dev             Field // struct net_device *
+	Sk              Field // struct sock *
 }
 
 // NetDevice holds the struct net_device members skbstat reads.
 type NetDevice struct {
 	Ifindex Field
+	Net     Field // nd_net: struct net *; Size 0 on kernels without network namespaces
+}
+
+// Net holds the struct net members skbstat reads.
+type Net struct {
+	Inum Field // ns.inum: the namespace's inode number
 }
 
 // SockCommon holds the struct sock_common members that socket-level rows
@@ -46,6 +55,7 @@ type SockCommon struct {
 	Dport               Field // __be16 remote port, network byte order
 	Daddr, RcvSaddr     Field // __be32 remote and local IPv4 address
 	V6Daddr, V6RcvSaddr Field // struct in6_addr remote and local IPv6 address
+	Net                 Field // skc_net: struct net *
 }
 
 // Layout describes the running kernel.
@@ -54,7 +64,16 @@ type Layout struct {
 	PointerSize int              // 4 or 8
 	SkBuff      SkBuff
 	NetDevice   NetDevice
+	Net         Net
 
+	// Source says where the layout came from: "kernel BTF", "BTF file
+	// FILE" or "calibration".
+	Source string
+	// Calibration tells how a calibrated layout was found; nil otherwise.
+	Calibration *Calibration
+
+	// sock is struct sock_common's layout where calibration found it.
+	sock *SockCommon
 	// spec answers the lookups made after construction (tracepoints,
 	// functions, drop reasons). Types are decoded on demand, so keeping it
 	// costs only the raw BTF.
@@ -81,6 +100,7 @@ func Kernel() (*Layout, error) {
 		return nil, err
 	}
 	l.cache = cache
+	l.Source = "kernel BTF"
 	return l, nil
 }
 
@@ -104,6 +124,7 @@ func FromFile(path string) (*Layout, error) {
 	if err != nil {
 		return nil, fmt.Errorf("BTF file %s: %w", path, err)
 	}
+	l.Source = "BTF file " + path
 	return l, nil
 }
 
@@ -125,7 +146,9 @@ func FromBTF(spec *btf.Spec) (*Layout, error) {
 		{"protocol", &skb.Protocol},
 		{"network_header", &skb.NetworkHeader},
 		{"transport_header", &skb.TransportHeader},
+		{"mac_header", &skb.MacHeader},
 		{"dev", &skb.Dev},
+		{"sk", &skb.Sk},
 	})
 	if err != nil {
 		return nil, err
@@ -134,7 +157,15 @@ func FromBTF(spec *btf.Spec) (*Layout, error) {
 	if _, err := l.fillStruct("net_device", []wantedMember{{"ifindex", &dev.Ifindex}}); err != nil {
 		return nil, err
 	}
-	l.SkBuff, l.NetDevice = skb, dev
+	// Without CONFIG_NET_NS there is one namespace, and possible_net_t is
+	// empty.
+	var net Net
+	if _, err := l.fillStruct("net_device", []wantedMember{{"nd_net.net", &dev.Net}}); err == nil {
+		if _, err := l.fillStruct("net", []wantedMember{{"ns.inum", &net.Inum}}); err != nil {
+			return nil, err
+		}
+	}
+	l.SkBuff, l.NetDevice, l.Net = skb, dev, net
 	return l, nil
 }
 
@@ -192,9 +223,23 @@ func (l *Layout) fillStruct(name string, members []wantedMember) (*btf.Struct, e
 
 // member returns the position of a member of s that a BPF program loads: a
 // whole integer, enum or pointer, possibly nested in anonymous structs and
-// unions.
+// unions, or, for a dotted name (ns.inum), in named struct members.
 func (l *Layout) member(s *btf.Struct, name string) (Field, error) {
 	m, bits, ok := findMember(s.Members, name)
+	if outer, inner, dotted := strings.Cut(name, "."); !ok && dotted {
+		var nested btf.Bits
+		if m, nested, ok = findMember(s.Members, outer); ok {
+			in, isStruct := btf.As[*btf.Struct](m.Type)
+			if !isStruct {
+				return Field{}, fmt.Errorf("struct %s member %s is not a struct", s.Name, outer)
+			}
+			f, err := l.member(in, inner)
+			if err != nil {
+				return Field{}, err
+			}
+			return Field{Offset: nested.Bytes() + f.Offset, Size: f.Size}, nil
+		}
+	}
 	if !ok {
 		return Field{}, fmt.Errorf("struct %s has no member %s", s.Name, name)
 	}
@@ -269,6 +314,9 @@ func isPointerTo(t btf.Type, name string) bool {
 // socket-level rows need. A kernel built without IPv6 has no IPv6 addresses
 // there: their Size is 0.
 func (l *Layout) SockCommon() (SockCommon, error) {
+	if l.sock != nil {
+		return *l.sock, nil
+	}
 	var sk SockCommon
 	s, err := l.fillStruct("sock_common", []wantedMember{
 		{"skc_family", &sk.Family},
@@ -279,6 +327,10 @@ func (l *Layout) SockCommon() (SockCommon, error) {
 	})
 	if err != nil {
 		return sk, err
+	}
+	// Empty without CONFIG_NET_NS, like nd_net.
+	if f, err := l.member(s, "skc_net.net"); err == nil {
+		sk.Net = f
 	}
 	for _, m := range []struct {
 		name  string

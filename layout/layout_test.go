@@ -32,6 +32,8 @@ var testKernelLayout = struct {
 		Protocol:        Field{Offset: 84, Size: 2},
 		TransportHeader: Field{Offset: 86, Size: 2},
 		NetworkHeader:   Field{Offset: 88, Size: 2},
+		MacHeader:       Field{Offset: 90, Size: 2},
+		Sk:              Field{Offset: 12, Size: 4},
 		Head:            Field{Offset: 136, Size: 4},
 		Data:            Field{Offset: 140, Size: 4},
 	},
@@ -63,6 +65,7 @@ func newTestKernel() *testKernel {
 			{Name: "protocol", Type: be16, Offset: 4 * 8},
 			{Name: "transport_header", Type: u16, Offset: 6 * 8},
 			{Name: "network_header", Type: u16, Offset: 8 * 8},
+			{Name: "mac_header", Type: u16, Offset: 10 * 8},
 		}}}
 	}
 	skb.Members = []btf.Member{
@@ -76,6 +79,7 @@ func newTestKernel() *testKernel {
 				}}, Offset: 8 * 8},
 			}}},
 		}}},
+		{Name: "sk", Type: &btf.Pointer{Target: &btf.Struct{Name: "sock"}}, Offset: 12 * 8},
 		{Name: "cb", Type: &btf.Array{Index: uint, Type: uchar, Nelems: 40}, Offset: 16 * 8},
 		{Name: "len", Type: uint, Offset: 56 * 8},
 		{Name: "data_len", Type: uint, Offset: 60 * 8},
@@ -108,6 +112,7 @@ func newTestKernel() *testKernel {
 		skb: skb, netdev: netdev, ulong: ulong,
 		others: []btf.Type{
 			tracepoint("kfree_skb", skbp, voidp, reason),
+			tracepoint("consume_skb", skbp, voidp),
 			tracepoint("net_dev_xmit", &btf.Pointer{Target: &btf.Const{Type: skb}}, sint, &btf.Pointer{Target: netdev}, uint),
 			tracepoint("sched_switch", &btf.Int{Name: "_Bool", Size: 1, Encoding: btf.Bool}),
 			&btf.Typedef{Name: "btf_trace_broken", Type: uint},
@@ -208,7 +213,7 @@ func TestFromBTFErrors(t *testing.T) {
 			// Only anonymous members are searched: the named struct_group copy is not.
 			"named struct not searched",
 			func(k *testKernel) {
-				headersGroup := k.skb.Members[5].Type.(*btf.Union)
+				headersGroup := k.skb.Members[6].Type.(*btf.Union)
 				anon := headersGroup.Members[0].Type.(*btf.Struct)
 				anon.Members[2].Name = "nh"
 			},
