@@ -147,7 +147,7 @@ func isOwnFrame(sm sample, b []byte) bool {
 
 // skbHeaders is what the sk_buff search finds.
 type skbHeaders struct {
-	data, head, len, dataLen                 Field
+	data, head, len, dataLen                Field
 	protocol, transport, network, macHeader Field
 }
 

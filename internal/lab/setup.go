@@ -2,9 +2,9 @@ package lab
 
 import (
 	"crypto/rand"
-	"errors"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -69,9 +69,9 @@ func newDevice(i int, r [32]byte) Device {
 		return netip.AddrFrom16(a)
 	}
 	return Device{
-		Name:   "skbc" + hex.EncodeToString(r[10+3*i:13+3*i]),
-		Index:  1<<20 + int(binary.BigEndian.Uint32(r[20+4*i:])%(1<<29)),
-		Local:  v4(1), Peer: v4(2),
+		Name:  "skbc" + hex.EncodeToString(r[10+3*i:13+3*i]),
+		Index: 1<<20 + int(binary.BigEndian.Uint32(r[20+4*i:])%(1<<29)),
+		Local: v4(1), Peer: v4(2),
 		Local6: v6(1), Peer6: v6(2),
 	}
 }
