@@ -190,7 +190,7 @@ func TestFromFile32BitBigEndian(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Tracepoint{Group: "skb", Name: "kfree_skb", Raw: true, Skb: Field{0, 8}, Reason: Field{16, 8}}
+	want := Tracepoint{Group: "skb", Name: "kfree_skb", Raw: true, Skb: Field{0, 8}, Location: Field{8, 8}, Reason: Field{16, 8}}
 	if tp != want {
 		t.Errorf("RawTracepoint = %+v, want %+v (u64 slots on 32-bit kernels too)", tp, want)
 	}

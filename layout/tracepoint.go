@@ -14,7 +14,12 @@ type Tracepoint struct {
 	Group, Name string
 	Raw         bool  // raw tracepoint: the context is the u64 argument array; else a perf tracepoint record
 	Skb         Field // the struct sk_buff * argument (raw: slot 8*i, size 8; perf: the skbaddr field)
-	Reason      Field // enum skb_drop_reason; Size 0 where this kernel has none
+	// Location is the void *location argument: the return address of the
+	// function that freed the skb, in that function's caller. kfree_skb has
+	// it on every kernel, consume_skb since Linux 6.3; Size 0 where there
+	// is none.
+	Location Field
+	Reason   Field // enum skb_drop_reason; Size 0 where this kernel has none
 }
 
 // rawSlotSize is the size of a raw tracepoint argument: the kernel widens
@@ -23,8 +28,12 @@ type Tracepoint struct {
 const rawSlotSize = 8
 
 // RawTracepoint returns where raw tracepoint (or tp_btf) group:name has its
-// skb and drop reason arguments, from the BTF typedef btf_trace_<name> that
-// the kernel declares for each tracepoint.
+// skb, location and drop reason arguments, from the BTF typedef
+// btf_trace_<name> that the kernel declares for each tracepoint.
+//
+// The typedef's parameters have no names in BTF, so the location is known by
+// its place: the void * right after the skb, where TP_PROTO(struct sk_buff
+// *skb, void *location, ...) puts it in every kernel's skb tracepoints.
 func (l *Layout) RawTracepoint(group, name string) (Tracepoint, error) {
 	var typedef *btf.Typedef
 	if err := l.typeByName("btf_trace_"+name, &typedef); err != nil {
@@ -40,13 +49,17 @@ func (l *Layout) RawTracepoint(group, name string) (Tracepoint, error) {
 
 	tp := Tracepoint{Group: group, Name: name, Raw: true}
 	// The first parameter is the probe's __data; the context holds the rest.
-	for i, param := range proto.Params[1:] {
-		slot := Field{Offset: uint32(i * rawSlotSize), Size: rawSlotSize}
+	params := proto.Params[1:]
+	slot := func(i int) Field { return Field{Offset: uint32(i * rawSlotSize), Size: rawSlotSize} }
+	for i, param := range params {
 		switch {
 		case tp.Skb.Size == 0 && isPointerTo(param.Type, "sk_buff"):
-			tp.Skb = slot
+			tp.Skb = slot(i)
+			if i+1 < len(params) && isVoidPointer(params[i+1].Type) {
+				tp.Location = slot(i + 1)
+			}
 		case tp.Reason.Size == 0 && isDropReason(param.Type):
-			tp.Reason = slot
+			tp.Reason = slot(i)
 		}
 	}
 	if tp.Skb.Size == 0 {
@@ -55,13 +68,22 @@ func (l *Layout) RawTracepoint(group, name string) (Tracepoint, error) {
 	return tp, nil
 }
 
+func isVoidPointer(t btf.Type) bool {
+	ptr, ok := btf.As[*btf.Pointer](t)
+	if !ok {
+		return false
+	}
+	_, ok = btf.UnderlyingType(ptr.Target).(*btf.Void)
+	return ok
+}
+
 func isDropReason(t btf.Type) bool {
 	e, ok := btf.As[*btf.Enum](t)
 	return ok && e.Name == "skb_drop_reason"
 }
 
 // PerfTracepoint returns where perf tracepoint group:name, whose format is f,
-// has its skb and drop reason fields in its record.
+// has its skb, location and drop reason fields in its record.
 func PerfTracepoint(f *tracefs.Format, group, name string) (Tracepoint, error) {
 	if f.Name != name {
 		return Tracepoint{}, fmt.Errorf("perf tracepoint %s:%s: format is for %q", group, name, f.Name)
@@ -70,10 +92,16 @@ func PerfTracepoint(f *tracefs.Format, group, name string) (Tracepoint, error) {
 	if !ok {
 		return Tracepoint{}, fmt.Errorf("perf tracepoint %s:%s has no skbaddr field", group, name)
 	}
-	if skb.Size != 4 && skb.Size != 8 {
-		return Tracepoint{}, fmt.Errorf("perf tracepoint %s:%s: skbaddr has size %d, not a pointer's", group, name, skb.Size)
+	tp := Tracepoint{Group: group, Name: name}
+	var err error
+	if tp.Skb, err = pointerField(skb, group, name); err != nil {
+		return Tracepoint{}, err
 	}
-	tp := Tracepoint{Group: group, Name: name, Skb: Field{Offset: skb.Offset, Size: skb.Size}}
+	if location, ok := f.Field("location"); ok {
+		if tp.Location, err = pointerField(location, group, name); err != nil {
+			return Tracepoint{}, err
+		}
+	}
 	if reason, ok := f.Field("reason"); ok {
 		if reason.Size != 1 && reason.Size != 2 && reason.Size != 4 && reason.Size != 8 {
 			return Tracepoint{}, fmt.Errorf("perf tracepoint %s:%s: reason has size %d", group, name, reason.Size)
@@ -81,4 +109,13 @@ func PerfTracepoint(f *tracefs.Format, group, name string) (Tracepoint, error) {
 		tp.Reason = Field{Offset: reason.Offset, Size: reason.Size}
 	}
 	return tp, nil
+}
+
+// pointerField is where a perf record keeps pointer field f: 4 bytes on a
+// 32-bit kernel, which a BPF load zero-extends, 8 on a 64-bit one.
+func pointerField(f tracefs.Field, group, name string) (Field, error) {
+	if f.Size != 4 && f.Size != 8 {
+		return Field{}, fmt.Errorf("perf tracepoint %s:%s: %s has size %d, not a pointer's", group, name, f.Name, f.Size)
+	}
+	return Field{Offset: f.Offset, Size: f.Size}, nil
 }

@@ -19,7 +19,10 @@ func TestRawTracepoint(t *testing.T) {
 		want    Tracepoint
 		wantErr string
 	}{
-		{name: "kfree_skb", want: Tracepoint{Group: "g", Name: "kfree_skb", Raw: true, Skb: Field{0, 8}, Reason: Field{16, 8}}},
+		// A 32-bit kernel's pointers too take a whole u64 slot.
+		{name: "kfree_skb", want: Tracepoint{Group: "g", Name: "kfree_skb", Raw: true, Skb: Field{0, 8}, Location: Field{8, 8}, Reason: Field{16, 8}}},
+		{name: "consume_skb", want: Tracepoint{Group: "g", Name: "consume_skb", Raw: true, Skb: Field{0, 8}, Location: Field{8, 8}}},
+		// An int after the skb is no location.
 		{name: "net_dev_xmit", want: Tracepoint{Group: "g", Name: "net_dev_xmit", Raw: true, Skb: Field{0, 8}}},
 		{name: "sched_switch", wantErr: "has no struct sk_buff * argument"},
 		{name: "broken", wantErr: "not a pointer to a function"},
@@ -56,8 +59,8 @@ func readFixture(t *testing.T, name string) *tracefs.Format {
 }
 
 func TestPerfTracepoint(t *testing.T) {
-	kfree := func(skb Field, reason Field) Tracepoint {
-		return Tracepoint{Group: "skb", Name: "kfree_skb", Skb: skb, Reason: reason}
+	kfree := func(skb, location, reason Field) Tracepoint {
+		return Tracepoint{Group: "skb", Name: "kfree_skb", Skb: skb, Location: location, Reason: reason}
 	}
 	tests := []struct {
 		name    string
@@ -65,9 +68,9 @@ func TestPerfTracepoint(t *testing.T) {
 		want    Tracepoint
 		wantErr string
 	}{
-		{name: "6.18", format: readFixture(t, "kfree_skb-6.18.format"), want: kfree(Field{8, 8}, Field{36, 4})},
-		{name: "6.1", format: readFixture(t, "kfree_skb-6.1.format"), want: kfree(Field{8, 8}, Field{28, 4})},
-		{name: "5.10", format: readFixture(t, "kfree_skb-5.10.format"), want: kfree(Field{8, 8}, Field{})},
+		{name: "6.18", format: readFixture(t, "kfree_skb-6.18.format"), want: kfree(Field{8, 8}, Field{16, 8}, Field{36, 4})},
+		{name: "6.1", format: readFixture(t, "kfree_skb-6.1.format"), want: kfree(Field{8, 8}, Field{16, 8}, Field{28, 4})},
+		{name: "5.10", format: readFixture(t, "kfree_skb-5.10.format"), want: kfree(Field{8, 8}, Field{16, 8}, Field{})},
 		{
 			name: "32-bit",
 			format: &tracefs.Format{Name: "kfree_skb", Fields: []tracefs.Field{
@@ -76,7 +79,15 @@ func TestPerfTracepoint(t *testing.T) {
 				{Name: "protocol", Type: "unsigned short", Offset: 16, Size: 2},
 				{Name: "reason", Type: "enum skb_drop_reason", Offset: 20, Size: 4},
 			}},
-			want: kfree(Field{8, 4}, Field{20, 4}),
+			want: kfree(Field{8, 4}, Field{12, 4}, Field{20, 4}),
+		},
+		{
+			name: "location not a pointer",
+			format: &tracefs.Format{Name: "kfree_skb", Fields: []tracefs.Field{
+				{Name: "skbaddr", Type: "void *", Offset: 8, Size: 8},
+				{Name: "location", Type: "short", Offset: 16, Size: 2},
+			}},
+			wantErr: "location has size 2",
 		},
 		{
 			name:    "no skbaddr",
@@ -106,15 +117,38 @@ func TestPerfTracepoint(t *testing.T) {
 	}
 }
 
+// TestPerfTracepointConsume reads consume_skb's format before Linux 6.3,
+// without a location, and since.
+func TestPerfTracepointConsume(t *testing.T) {
+	skb := tracefs.Field{Name: "skbaddr", Type: "void *", Offset: 8, Size: 8}
+	location := tracefs.Field{Name: "location", Type: "void *", Offset: 16, Size: 8}
+	for _, tt := range []struct {
+		name   string
+		fields []tracefs.Field
+		want   Field
+	}{
+		{"6.2", []tracefs.Field{skb}, Field{}},
+		{"6.3", []tracefs.Field{skb, location}, Field{16, 8}},
+	} {
+		got, err := PerfTracepoint(&tracefs.Format{Name: "consume_skb", Fields: tt.fields}, "skb", "consume_skb")
+		want := Tracepoint{Group: "skb", Name: "consume_skb", Skb: Field{8, 8}, Location: tt.want}
+		if err != nil || got != want {
+			t.Errorf("%s: PerfTracepoint = %+v, %v; want %+v", tt.name, got, err, want)
+		}
+	}
+}
+
 // liveTracepoints are the tracepoints skbstat attaches, with where their raw
-// arguments are on every kernel that has them: the skb first, kfree_skb's
-// reason third (after location; rx_sk, where present, comes after it).
+// arguments are on every kernel that has them: the skb first, the location
+// second, kfree_skb's reason third (rx_sk, where present, comes after it).
+// consume_skb has a location only since Linux 6.3: on older kernels the
+// tests take its absence.
 var liveTracepoints = []struct {
 	group, name string
 	raw         Tracepoint
 }{
-	{"skb", "kfree_skb", Tracepoint{Skb: Field{0, 8}, Reason: Field{16, 8}}},
-	{"skb", "consume_skb", Tracepoint{Skb: Field{0, 8}}},
+	{"skb", "kfree_skb", Tracepoint{Skb: Field{0, 8}, Location: Field{8, 8}, Reason: Field{16, 8}}},
+	{"skb", "consume_skb", Tracepoint{Skb: Field{0, 8}, Location: Field{8, 8}}},
 	{"net", "netif_receive_skb", Tracepoint{Skb: Field{0, 8}}},
 	{"net", "net_dev_queue", Tracepoint{Skb: Field{0, 8}}},
 	{"net", "net_dev_xmit", Tracepoint{Skb: Field{0, 8}}},
@@ -130,9 +164,36 @@ func TestRawTracepointLive(t *testing.T) {
 		}
 		want := tt.raw
 		want.Group, want.Name, want.Raw = tt.group, tt.name, true
+		if tt.name == "consume_skb" && got.Location.Size == 0 {
+			want.Location = Field{}
+		}
 		if got != want {
 			t.Errorf("RawTracepoint(%s, %s) = %+v, want %+v", tt.group, tt.name, got, want)
 		}
+		checkLocationName(t, l, got)
+	}
+}
+
+// checkLocationName checks that the argument RawTracepoint takes for the
+// location, found by its place, is the one the kernel calls location: the
+// tracepoint's BPF probe function __bpf_trace_<name> names its parameters in
+// BTF, where the kernel's pahole keeps such static functions.
+func checkLocationName(t *testing.T, l *Layout, tp Tracepoint) {
+	t.Helper()
+	var fn *btf.Func
+	if err := l.typeByName("__bpf_trace_"+tp.Name, &fn); err != nil {
+		t.Logf("%s: no named parameters to check the location with: %v", tp.Name, err)
+		return
+	}
+	params := fn.Type.(*btf.FuncProto).Params[1:] // after __data
+	var named Field
+	for i, p := range params {
+		if p.Name == "location" {
+			named = Field{Offset: uint32(i * rawSlotSize), Size: rawSlotSize}
+		}
+	}
+	if named != tp.Location {
+		t.Errorf("%s: location at %+v, but __bpf_trace_%s has it at %+v", tp.Name, tp.Location, tp.Name, named)
 	}
 }
 
@@ -150,10 +211,15 @@ func TestPerfTracepointLive(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if perf.Skb.Size != uint32(l.PointerSize) || (perf.Reason.Size != 0) != (tt.raw.Reason.Size != 0) {
-			t.Errorf("%s:%s: perf %+v, raw %+v, pointer size %d", tt.group, tt.name, perf, tt.raw, l.PointerSize)
+		raw, err := l.RawTracepoint(tt.group, tt.name)
+		if err != nil {
+			t.Fatal(err)
 		}
-		t.Logf("perf %s:%s: skb %+v reason %+v", tt.group, tt.name, perf.Skb, perf.Reason)
+		if perf.Skb.Size != uint32(l.PointerSize) || (perf.Reason.Size != 0) != (raw.Reason.Size != 0) ||
+			(perf.Location.Size != 0) != (raw.Location.Size != 0) || perf.Location.Size != 0 && perf.Location.Size != uint32(l.PointerSize) {
+			t.Errorf("%s:%s: perf %+v, raw %+v, pointer size %d", tt.group, tt.name, perf, raw, l.PointerSize)
+		}
+		t.Logf("perf %s:%s: skb %+v location %+v reason %+v", tt.group, tt.name, perf.Skb, perf.Location, perf.Reason)
 	}
 }
 
