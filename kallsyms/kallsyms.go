@@ -229,17 +229,9 @@ func (t *Table) Restricted() bool { return t.restricted }
 // "sym+0xoff [module]" for a module symbol. An address below the first
 // symbol, or any address of a restricted table, prints as "0x..." .
 func (t *Table) Symbolize(addr uint64) string {
-	if t.restricted {
+	i, ok := t.lookup(addr)
+	if !ok {
 		return "0x" + strconv.FormatUint(addr, 16)
-	}
-	// i is the first symbol at addr, or the one after addr.
-	i, exact := slices.BinarySearch(t.addrs, addr)
-	if !exact {
-		if i == 0 {
-			return "0x" + strconv.FormatUint(addr, 16)
-		}
-		// The symbol below addr, and of its aliases the first.
-		i, _ = slices.BinarySearch(t.addrs[:i], t.addrs[i-1])
 	}
 	name, module := t.entry(t.offs[i])
 	b := make([]byte, 0, len(name)+len(module)+24)
@@ -252,6 +244,36 @@ func (t *Table) Symbolize(addr uint64) string {
 		b = append(b, ']')
 	}
 	return string(b)
+}
+
+// Function returns the address of the function that addr is in, so that
+// two addresses can be told to be in the same function; ok is false where
+// Symbolize prints a raw address.
+func (t *Table) Function(addr uint64) (start uint64, ok bool) {
+	i, ok := t.lookup(addr)
+	if !ok {
+		return 0, false
+	}
+	return t.addrs[i], true
+}
+
+// lookup returns the index of the symbol that addr is in: the nearest at or
+// below addr, and of its aliases the first. ok is false for an address
+// below the first symbol, and for every address of a restricted table.
+func (t *Table) lookup(addr uint64) (i int, ok bool) {
+	if t.restricted {
+		return 0, false
+	}
+	// i is the first symbol at addr, or the one after addr.
+	i, exact := slices.BinarySearch(t.addrs, addr)
+	if exact {
+		return i, true
+	}
+	if i == 0 {
+		return 0, false
+	}
+	i, _ = slices.BinarySearch(t.addrs[:i], t.addrs[i-1])
+	return i, true
 }
 
 // entry returns the name and module (empty for the kernel itself) of the

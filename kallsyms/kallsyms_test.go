@@ -48,14 +48,42 @@ func TestSymbolize(t *testing.T) {
 		{0xffffffffc0a00010, "veth_get_stats64+0x10 [veth]"},     // listed after a higher address
 		{0xffffffffc0a03004, "init_once+0x804 [veth]"},           // module data symbol ignored
 		{0xffffffffc0100040, "bpf_prog_6deef7357e7b4530_sd_fw_egress+0x40 [bpf]"},
-		{0xffffffffffffffff, "init_once+0x3f5fd7ff [veth]"}, // beyond the last symbol
-		{0xffffffff80ffffff, "0xffffffff80ffffff"},          // below the first symbol
+		{0xffffffffc090003a, "nft_do_chain+0x3a [nf_tables]"},                         // exported module symbol (T)
+		{0xffffffffc0900812, "nft_immediate_eval+0x12 [nf_tables]"},                   // module
+		{0xffffffffc08ffff8, "bpf_prog_6deef7357e7b4530_sd_fw_egress+0x7ffff8 [bpf]"}, // __pfx_nft_do_chain left out
+		{0xffffffffffffffff, "init_once+0x3f5fd7ff [veth]"},                           // beyond the last symbol
+		{0xffffffff80ffffff, "0xffffffff80ffffff"},                                    // below the first symbol
 		{0x1000, "0x1000"}, // absolute symbol cpu_debug_store ignored
 		{0, "0x0"},
 	} {
 		if got := tab.Symbolize(tc.addr); got != tc.want {
 			t.Errorf("Symbolize(%#x) = %q, want %q", tc.addr, got, tc.want)
 		}
+	}
+}
+
+// TestFunction checks that addresses in one function, aliases and module
+// functions included, give that function's address, and that an address
+// Symbolize cannot name gives none.
+func TestFunction(t *testing.T) {
+	tab := parseFile(t, "testdata/kallsyms.txt")
+	for _, tc := range []struct {
+		addr, want uint64
+		ok         bool
+	}{
+		{0xffffffff81ff6a80, 0xffffffff81ff6a80, true},
+		{0xffffffff81ff6a80 + 0x52, 0xffffffff81ff6a80, true},
+		{0xffffffff81000005, 0xffffffff81000000, true}, // three aliases: one function
+		{0xffffffffc090003a, 0xffffffffc0900000, true}, // module
+		{0xffffffffc0900812, 0xffffffffc0900800, true}, // module
+		{0xffffffff80ffffff, 0, false},                 // below the first symbol
+	} {
+		if got, ok := tab.Function(tc.addr); got != tc.want || ok != tc.ok {
+			t.Errorf("Function(%#x) = %#x, %v, want %#x, %v", tc.addr, got, ok, tc.want, tc.ok)
+		}
+	}
+	if got, ok := parseFile(t, "testdata/restricted.txt").Function(0xffffffff81ff6ad2); ok {
+		t.Errorf("restricted table: Function = %#x, true; want false", got)
 	}
 }
 
@@ -94,6 +122,7 @@ func TestAddress(t *testing.T) {
 		{"abort", 0xffffffff81207610, true},
 		{"_text", 0xffffffff81000000, true},
 		{"veth_xmit", 0xffffffffc0a01000, true},
+		{"nft_do_chain", 0xffffffffc0900000, true},
 		{"init_once", 0xffffffff81300000, true}, // the kernel's, listed before the module's
 		{"bpf_prog_6deef7357e7b4530_sd_fw_egress", 0xffffffffc0100000, true},
 		{"ip_rc", 0, false},               // prefix of a name
