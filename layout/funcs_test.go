@@ -2,6 +2,7 @@ package layout
 
 import (
 	"errors"
+	"fmt"
 	"runtime"
 	"strings"
 	"testing"
@@ -74,62 +75,143 @@ func TestFuncArgsLive(t *testing.T) {
 	}
 }
 
-func TestPtRegsArg(t *testing.T) {
-	tests := []struct {
+// kprobeArgOffsets is every architecture's argument registers, written out
+// from the kernel's struct pt_regs once more, and from the measured kernels
+// (mips, arm, s390x), to check the table against.
+var kprobeArgOffsets = map[string]struct {
+	size    uint32
+	offsets []uint32
+}{
+	"386":      {4, []uint32{24, 8, 4}},
+	"amd64":    {8, []uint32{112, 104, 96, 88, 72, 64}},
+	"arm":      {4, []uint32{0, 4, 8, 12}},
+	"arm64":    {8, []uint32{0, 8, 16, 24, 32, 40, 48, 56}},
+	"loong64":  {8, []uint32{32, 40, 48, 56, 64, 72, 80, 88}},
+	"mips":     {4, []uint32{48, 52, 56, 60}},
+	"mipsle":   {4, []uint32{48, 52, 56, 60}},
+	"mips64":   {8, []uint32{32, 40, 48, 56, 64, 72, 80, 88}},
+	"mips64le": {8, []uint32{32, 40, 48, 56, 64, 72, 80, 88}},
+	"ppc64":    {8, []uint32{24, 32, 40, 48, 56, 64, 72, 80}},
+	"ppc64le":  {8, []uint32{24, 32, 40, 48, 56, 64, 72, 80}},
+	"riscv64":  {8, []uint32{80, 88, 96, 104, 112, 120, 128, 136}},
+	"s390x":    {8, []uint32{40, 48, 56, 64, 72}},
+}
+
+// TestKprobeArgTable checks every architecture's registers without BTF,
+// and that the positions past them are refused.
+func TestKprobeArgTable(t *testing.T) {
+	noBTF := &Layout{}
+	if len(kprobeArgRegs) != len(kprobeArgOffsets) {
+		t.Errorf("the table has %d architectures, the test %d", len(kprobeArgRegs), len(kprobeArgOffsets))
+	}
+	for arch, want := range kprobeArgOffsets {
+		for i, offset := range want.offsets {
+			got, err := noBTF.KprobeArg(arch, i)
+			if err != nil || got != (Field{offset, want.size}) {
+				t.Errorf("KprobeArg(%s, %d) = %+v, %v; want %+v", arch, i, got, err, Field{offset, want.size})
+			}
+		}
+		for _, i := range []int{-1, len(want.offsets)} {
+			wantErr := fmt.Sprintf("%s passes %d arguments in registers, not argument %d", arch, len(want.offsets), i)
+			if _, err := noBTF.KprobeArg(arch, i); err == nil || !strings.Contains(err.Error(), wantErr) {
+				t.Errorf("KprobeArg(%s, %d) error %v, want one containing %q", arch, i, err, wantErr)
+			}
+		}
+	}
+	for _, arch := range []string{"sparc64", "x86_64", ""} {
+		if _, err := noBTF.KprobeArg(arch, 0); err == nil || !strings.Contains(err.Error(), "is not supported") {
+			t.Errorf("KprobeArg(%q, 0) error %v, want one saying it is not supported", arch, err)
+		}
+	}
+}
+
+// TestKprobeArgTableArrays checks that the table's array elements sit where
+// their indexes put them: name[i] at the offset of name[0] plus i registers.
+func TestKprobeArgTableArrays(t *testing.T) {
+	for arch, regs := range kprobeArgRegs {
+		base := map[string]uint32{}
+		for _, r := range regs.regs {
+			if r.index < 0 {
+				continue
+			}
+			start := r.offset - uint32(r.index)*regs.size
+			if b, ok := base[r.name]; ok && b != start {
+				t.Errorf("%s: %s at %d puts %s[0] at %d, not %d", arch, r, r.offset, r.name, start, b)
+			}
+			base[r.name] = start
+		}
+	}
+}
+
+// TestKprobeArgLive checks that the running kernel's BTF puts the argument
+// registers where the table does.
+func TestKprobeArgLive(t *testing.T) {
+	l := kernelBTF(t)
+	want, ok := kprobeArgOffsets[runtime.GOARCH]
+	if !ok {
+		t.Skipf("no argument registers for %s", runtime.GOARCH)
+	}
+	for i := range want.offsets {
+		fromBTF, err := l.KprobeArg(runtime.GOARCH, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fromTable, _ := (&Layout{}).KprobeArg(runtime.GOARCH, i)
+		if fromBTF != fromTable {
+			t.Errorf("argument %d: BTF's struct pt_regs has %s at %+v, the table at %+v",
+				i, kprobeArgRegs[runtime.GOARCH].regs[i], fromBTF, fromTable)
+		}
+	}
+}
+
+// mipsPtRegs is a 32-bit MIPS kernel's struct pt_regs: pad0 before the
+// registers, padded by pad more registers than the kernel's 8, so that BTF
+// and the table disagree where pad is not 0.
+func mipsPtRegs(ulong *btf.Int, pad uint32) *btf.Struct {
+	array := func(n uint32) *btf.Array { return &btf.Array{Index: ulong, Type: ulong, Nelems: n} }
+	pad0 := (8 + pad) * 4
+	return &btf.Struct{Name: "pt_regs", Size: pad0 + 32*4 + 4, Members: []btf.Member{
+		{Name: "pad0", Type: array(8 + pad), Offset: 0},
+		{Name: "regs", Type: array(32), Offset: btf.Bits(pad0 * 8)},
+		{Name: "cp0_status", Type: ulong, Offset: btf.Bits((pad0 + 32*4) * 8)},
+	}}
+}
+
+// TestKprobeArgBTF reads the argument registers from a hand-built 32-bit
+// MIPS kernel's BTF: from BTF's struct pt_regs, not from the table, and
+// only where BTF and the architecture agree.
+func TestKprobeArgBTF(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		pad     uint32
 		arch    string
 		i       int
 		want    Field
 		wantErr string
 	}{
-		{arch: "amd64", i: 0, want: Field{112, 8}},
-		{arch: "amd64", i: 5, want: Field{64, 8}},
-		{arch: "amd64", i: 6, wantErr: "passes 6 arguments in registers, not argument 6"},
-		{arch: "arm64", i: 2, want: Field{16, 8}},
-		{arch: "arm", i: 3, want: Field{12, 4}},
-		{arch: "arm", i: 4, wantErr: "passes 4 arguments"},
-		{arch: "riscv64", i: 0, want: Field{80, 8}},
-		{arch: "riscv64", i: 7, want: Field{136, 8}},
-		{arch: "mips", i: 0, wantErr: `architecture "mips" is not supported`},
-		{arch: "arm64", i: -1, wantErr: "not argument -1"},
-	}
-	for _, tt := range tests {
-		got, err := PtRegsArg(tt.arch, tt.i)
-		if tt.wantErr != "" {
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Errorf("PtRegsArg(%s, %d) error %v, want one containing %q", tt.arch, tt.i, err, tt.wantErr)
+		{name: "as the table", arch: "mipsle", i: 0, want: Field{48, 4}},
+		{name: "as the table", arch: "mips", i: 3, want: Field{60, 4}},
+		{name: "moved", pad: 2, arch: "mipsle", i: 1, want: Field{60, 4}},
+		{name: "past the registers", arch: "mips", i: 4, wantErr: "mips passes 4 arguments in registers, not argument 4"},
+		{name: "64-bit kernel", arch: "mips64le", i: 0, wantErr: "kprobe arguments on mips64le: struct pt_regs member regs[4] has 4 bytes, not the 8 of a register"},
+		{name: "another architecture", arch: "arm", i: 0, wantErr: "kprobe arguments on arm: struct pt_regs has no member uregs"},
+		{name: "another architecture", arch: "riscv64", i: 0, wantErr: "kprobe arguments on riscv64: struct pt_regs has no member a0"},
+	} {
+		k := newTestKernel()
+		k.others = append(k.others, mipsPtRegs(k.ulong, c.pad))
+		got, err := k.layout(t).KprobeArg(c.arch, c.i)
+		if c.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Errorf("%s: KprobeArg(%s, %d) error %v, want one containing %q", c.name, c.arch, c.i, err, c.wantErr)
 			}
 			continue
 		}
-		if err != nil || got != tt.want {
-			t.Errorf("PtRegsArg(%s, %d) = %+v, %v; want %+v", tt.arch, tt.i, got, err, tt.want)
+		if err != nil || got != c.want {
+			t.Errorf("%s: KprobeArg(%s, %d) = %+v, %v; want %+v", c.name, c.arch, c.i, got, err, c.want)
 		}
 	}
-}
-
-// TestPtRegsArgLive checks the running architecture's table entry against
-// struct pt_regs in the kernel's BTF.
-func TestPtRegsArgLive(t *testing.T) {
-	registers := map[string][]string{
-		"amd64":   {"di", "si", "dx", "cx", "r8", "r9"},
-		"riscv64": {"a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7"},
-	}[runtime.GOARCH]
-	if registers == nil {
-		t.Skipf("pt_regs names its argument registers only on amd64 and riscv64 (an array elsewhere); this test binary is %s", runtime.GOARCH)
-	}
-	l := kernelBTF(t)
-	var regs *btf.Struct
-	if err := l.typeByName("pt_regs", &regs); err != nil {
-		t.Fatal(err)
-	}
-	for i, name := range registers {
-		want, err := l.member(regs, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := PtRegsArg(runtime.GOARCH, i)
-		if err != nil || got != want {
-			t.Errorf("PtRegsArg(%s, %d) = %+v, %v; BTF pt_regs.%s is %+v", runtime.GOARCH, i, got, err, name, want)
-		}
+	if _, err := newTestKernel().layout(t).KprobeArg("mips", 0); err == nil || !strings.Contains(err.Error(), "struct pt_regs: not found") {
+		t.Errorf("BTF without struct pt_regs: error %v, want one saying it is not found", err)
 	}
 }
 

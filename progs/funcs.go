@@ -1,9 +1,11 @@
 package progs
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -54,9 +56,10 @@ const (
 	protoICMPv6 = 58
 )
 
-// kernelFunc is a function row of the original skbstat. tableArg is the
-// position of its struct sk_buff * (or, for socket-level rows, struct sock *)
-// argument on the kernels of 2021: the fallback where BTF cannot say.
+// kernelFunc is a function row of the original skbstat, or one named with
+// -f. tableArg is the position of its struct sk_buff * (or, for socket-level
+// rows, struct sock *) argument on the kernels of 2021, or the one -f gave
+// (-1 if none): the fallback where BTF cannot say.
 type kernelFunc struct {
 	name     string
 	section  Section
@@ -110,6 +113,8 @@ type funcTarget struct {
 	proto    uint8 // for socket-level rows: the transport
 	hasBTF   bool  // BTF describes fn, so fentry can attach to it
 	received bool  // socket-level: the socket receives
+	// layout says where a kprobe finds the argument in struct pt_regs.
+	layout *layout.Layout
 }
 
 // fentry is the hook that attaches to t with a BPF trampoline, where BTF
@@ -124,8 +129,14 @@ func (t *funcTarget) fentry() (hook, error) {
 // kprobe is the hook that attaches to t with a kprobe on kernel
 // architecture arch.
 func (t *funcTarget) kprobe(arch string) (hook, error) {
-	arg, err := layout.PtRegsArg(arch, t.arg)
+	arg, err := t.kprobeArg(arch)
 	return kprobeHook{symbol: t.symbol, arg: arg}, err
+}
+
+// kprobeArg is where a kprobe on kernel architecture arch finds t's
+// argument in struct pt_regs.
+func (t *funcTarget) kprobeArg(arch string) (layout.Field, error) {
+	return t.layout.KprobeArg(arch, t.arg)
 }
 
 // wanted reports whether the filter lets any packet through k, as the
@@ -140,7 +151,8 @@ func (k kernelFunc) wanted(cfg Config) bool {
 }
 
 // wantedFuncs lists the function rows cfg asks for; socket-level rows that
-// -I rules out are returned in excluded.
+// -I rules out, and -f values that do not parse (which CheckFunc refuses
+// first), are returned in excluded.
 func wantedFuncs(cfg Config) (fns []kernelFunc, excluded []Attachment) {
 	for _, k := range kernelFuncs {
 		if (k.section == Ingress && cfg.Ingress || k.section == Egress && cfg.Egress) && k.wanted(cfg) {
@@ -151,8 +163,13 @@ func wantedFuncs(cfg Config) (fns []kernelFunc, excluded []Attachment) {
 			fns = append(fns, k)
 		}
 	}
-	for i, fn := range cfg.Funcs {
-		fns = append(fns, kernelFunc{name: fn, section: Func, rank: i, tableArg: -1})
+	for i, value := range cfg.Funcs {
+		fn, err := parseFunc(value)
+		if err != nil {
+			excluded = append(excluded, Attachment{Section: Func, Probe: value, Err: err})
+			continue
+		}
+		fns = append(fns, kernelFunc{name: fn.name, section: Func, rank: i, tableArg: fn.arg})
 	}
 	return fns, excluded
 }
@@ -239,7 +256,7 @@ var errNotInKernel = errors.New("not in this kernel (inlined, renamed or not bui
 // resolveFunc finds where k attaches: its symbol (itself or its one compiler
 // clone), and its argument position from BTF, else from the table.
 func resolveFunc(l *layout.Layout, syms *kallsyms.Table, k kernelFunc) (funcTarget, error) {
-	t := funcTarget{fn: k.name, symbol: k.name, sock: k.sock, proto: k.proto, received: k.section == Ingress}
+	t := funcTarget{fn: k.name, symbol: k.name, sock: k.sock, proto: k.proto, received: k.section == Ingress, layout: l}
 	if _, ok := syms.Address(k.name); !ok {
 		clones := syms.Clones(k.name)
 		if len(clones) != 1 {
@@ -256,8 +273,9 @@ func resolveFunc(l *layout.Layout, syms *kallsyms.Table, k kernelFunc) (funcTarg
 	case err == nil && t.symbol == k.name:
 		t.arg, t.hasBTF = arg, true
 	case err == nil || k.tableArg >= 0:
-		// A clone may have lost arguments, so its position is a guess
-		// either way: BTF describes the original, the table old kernels.
+		// Without BTF the table (or -f NAME:N) is all there is. A clone
+		// may have lost arguments, so its position is a guess either
+		// way: BTF describes the original, the table old kernels.
 		t.arg = k.tableArg
 		if err == nil {
 			t.arg = arg
@@ -268,34 +286,116 @@ func resolveFunc(l *layout.Layout, syms *kallsyms.Table, k kernelFunc) (funcTarg
 	return t, nil
 }
 
-// CheckFunc checks a --func name: a kernel function with a struct sk_buff *
-// argument.
-func CheckFunc(l *layout.Layout, fn string) error {
-	_, err := l.FuncSkbArg(fn)
-	if errors.Is(err, btf.ErrNotFound) {
-		return fmt.Errorf("no kernel function %s in the kernel's BTF", fn)
+// funcOption is a -f value: NAME, or NAME:N, which gives the position N
+// (from 0) of the function's struct sk_buff * argument for kernels without
+// BTF to tell it.
+type funcOption struct {
+	name string
+	arg  int // -1: not given
+}
+
+// parseFunc parses a -f value.
+func parseFunc(s string) (funcOption, error) {
+	name, pos, hasPos := strings.Cut(s, ":")
+	if name == "" {
+		return funcOption{}, errors.New("no function name")
+	}
+	fn := funcOption{name: name, arg: -1}
+	if !hasPos {
+		return fn, nil
+	}
+	// Unsigned: a sign, as in -1 or +1, is no position.
+	n, err := strconv.ParseUint(pos, 10, 31)
+	if err != nil {
+		return funcOption{}, fmt.Errorf("%q is not an argument position (0 for the first argument, 1 for the second, ...)", pos)
+	}
+	fn.arg = int(n)
+	return fn, nil
+}
+
+// CheckFunc checks a -f value, NAME or NAME:N, against the kernel: a
+// function with a struct sk_buff * argument, at position N where that is
+// given. Without BTF to say where the argument is, N must say it, and only
+// a kprobe, which reads it from a register, can attach.
+func CheckFunc(l *layout.Layout, value string) error {
+	fn, err := parseFunc(value)
+	if err != nil {
+		return err
+	}
+	if !l.HasFuncBTF() {
+		if fn.arg < 0 {
+			return fmt.Errorf("this kernel has no BTF to tell the struct sk_buff * argument: give its position, -f %s:N (N from 0)", fn.name)
+		}
+		return checkRegisterArg(l, fn.arg)
+	}
+	arg, err := l.FuncSkbArg(fn.name)
+	switch {
+	case errors.Is(err, btf.ErrNotFound) && fn.arg >= 0:
+		// BTF can lack a function that the kernel has (pahole leaves out
+		// those whose prototypes it cannot trust): the position given is
+		// all there is.
+		return checkRegisterArg(l, fn.arg)
+	case errors.Is(err, btf.ErrNotFound):
+		return fmt.Errorf("no kernel function %s in the kernel's BTF", fn.name)
+	case err == nil && fn.arg >= 0 && fn.arg != arg:
+		return fmt.Errorf("the kernel's BTF puts the struct sk_buff * argument of %s at position %d, not %d", fn.name, arg, fn.arg)
 	}
 	return err
 }
 
-// kernelArch names the running kernel's architecture as layout.PtRegsArg
-// does. It is the kernel's, not this binary's: a 32-bit binary may run on a
-// 64-bit kernel.
+// checkRegisterArg checks that a kprobe can read argument i from a register.
+func checkRegisterArg(l *layout.Layout, i int) error {
+	_, err := l.KprobeArg(kernelArch(), i)
+	return err
+}
+
+// kernelArch names the running kernel's architecture as the layout's kprobe
+// argument table does (GOARCH names). It is the kernel's, not this binary's:
+// a 32-bit binary may run on a 64-bit kernel, and a kprobe sees the kernel's
+// registers.
 func kernelArch() string {
+	return archOfMachine(kernelMachine(), binary.NativeEndian.Uint16([]byte{1, 0}) == 1)
+}
+
+// kernelMachine is the kernel's machine name, as uname -m prints it. It reads
+// /proc/sys/kernel/arch first, where the kernel has it (since 2022): uname
+// tells a process in the PER_LINUX32 personality (linux32, setarch) the name
+// of the kernel's 32-bit mode instead, i686 on x86_64, armv8l on arm64.
+func kernelMachine() string {
+	if b, err := os.ReadFile("/proc/sys/kernel/arch"); err == nil {
+		return strings.TrimSpace(string(b))
+	}
 	var u unix.Utsname
 	if err := unix.Uname(&u); err != nil {
 		return ""
 	}
-	machine := unix.ByteSliceToString(u.Machine[:])
-	switch {
-	case machine == "x86_64":
+	return unix.ByteSliceToString(u.Machine[:])
+}
+
+// archOfMachine maps a kernel's machine name to its GOARCH name. MIPS
+// kernels call themselves mips or mips64 in either byte order; but a MIPS
+// kernel runs binaries of its own byte order only, so this binary's,
+// littleEndian, is the kernel's.
+func archOfMachine(machine string, littleEndian bool) string {
+	switch machine {
+	case "x86_64":
 		return "amd64"
-	case machine == "aarch64":
+	case "i386", "i486", "i586", "i686":
+		return "386"
+	case "aarch64", "armv8l": // armv8l: what arm64 tells PER_LINUX32 processes
 		return "arm64"
-	case strings.HasPrefix(machine, "arm"):
+	case "loongarch64":
+		return "loong64"
+	case "mips", "mips64":
+		if littleEndian {
+			return machine + "le"
+		}
+		return machine
+	}
+	if strings.HasPrefix(machine, "arm") { // 32-bit: armv7l, armv6l, armv5tel, ...
 		return "arm"
 	}
-	return machine
+	return machine // ppc64, ppc64le, riscv64 and s390x are their GOARCH names
 }
 
 // attachFunctions attaches the function probes with cfg.Attach: per
@@ -393,7 +493,7 @@ func (a *funcAttacher) multi(ps []*probe) (left []*probe) {
 		err := a.dead[KprobeMulti]
 		h := kprobeMultiHook{}
 		if err == nil {
-			h.arg, err = layout.PtRegsArg(a.arch, key.arg)
+			h.arg, err = group[0].fn.kprobeArg(a.arch)
 		}
 		if err == nil {
 			for _, p := range group {

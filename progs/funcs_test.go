@@ -1,10 +1,17 @@
 package progs
 
 import (
+	"fmt"
+	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/cilium/ebpf/asm"
+
 	"github.com/skbstat/skbstat/filter"
+	"github.com/skbstat/skbstat/layout"
 )
 
 // TestWantedFuncs checks that the filter chooses the function rows as the
@@ -57,6 +64,192 @@ func TestWantedFuncs(t *testing.T) {
 		}
 		if strings.Join(names, " ") != strings.Join(c.excluded, " ") {
 			t.Errorf("%+v: excluded %v, want %v", c.opts, names, c.excluded)
+		}
+	}
+}
+
+func TestParseFunc(t *testing.T) {
+	for _, c := range []struct {
+		in      string
+		want    funcOption
+		wantErr string
+	}{
+		{in: "ip_send_skb", want: funcOption{"ip_send_skb", -1}},
+		{in: "ip_send_skb:1", want: funcOption{"ip_send_skb", 1}},
+		{in: "ip6_pkt_drop.isra.0:0", want: funcOption{"ip6_pkt_drop.isra.0", 0}},
+		{in: "", wantErr: "no function name"},
+		{in: ":1", wantErr: "no function name"},
+		{in: "ip_send_skb:", wantErr: `"" is not an argument position`},
+		{in: "ip_send_skb:x", wantErr: `"x" is not an argument position`},
+		{in: "ip_send_skb:-1", wantErr: `"-1" is not an argument position`},
+		{in: "ip_send_skb:+1", wantErr: `"+1" is not an argument position`},
+		{in: "ip_send_skb:1:2", wantErr: `"1:2" is not an argument position`},
+		{in: "ip_send_skb:99999999999", wantErr: `"99999999999" is not an argument position`},
+	} {
+		got, err := parseFunc(c.in)
+		if c.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Errorf("parseFunc(%q) = %+v, %v; want an error containing %q", c.in, got, err, c.wantErr)
+			}
+			// CheckFunc refuses it, with BTF or without.
+			if err := CheckFunc(&layout.Layout{}, c.in); err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Errorf("CheckFunc(%q) = %v, want an error containing %q", c.in, err, c.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("parseFunc(%q) = %+v, %v; want %+v", c.in, got, err, c.want)
+		}
+	}
+}
+
+// registerArgs is how many arguments a kprobe reads from registers on this
+// kernel.
+func registerArgs(t *testing.T) int {
+	t.Helper()
+	n := 0
+	for ; ; n++ {
+		if _, err := (&layout.Layout{}).KprobeArg(kernelArch(), n); err != nil {
+			break
+		}
+	}
+	if n == 0 {
+		t.Fatalf("no kprobe argument registers for %q", kernelArch())
+	}
+	return n
+}
+
+// TestCheckFuncWithoutBTF checks that without BTF -f needs the argument's
+// position, one that a kprobe reads from a register.
+func TestCheckFuncWithoutBTF(t *testing.T) {
+	noBTF := &layout.Layout{}
+	err := CheckFunc(noBTF, "ip_send_skb")
+	want := "this kernel has no BTF to tell the struct sk_buff * argument: give its position, -f ip_send_skb:N (N from 0)"
+	if err == nil || err.Error() != want {
+		t.Errorf("plain -f without BTF: error %v, want %q", err, want)
+	}
+	n := registerArgs(t)
+	for i := 0; i < n; i++ {
+		if err := CheckFunc(noBTF, fmt.Sprintf("ip_send_skb:%d", i)); err != nil {
+			t.Errorf("-f ip_send_skb:%d without BTF: %v", i, err)
+		}
+	}
+	err = CheckFunc(noBTF, fmt.Sprintf("ip_send_skb:%d", n))
+	if want := fmt.Sprintf("passes %d arguments in registers, not argument %d", n, n); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("-f ip_send_skb:%d without BTF: error %v, want one containing %q", n, err, want)
+	}
+}
+
+// TestCheckFuncLive checks -f against the running kernel's BTF.
+func TestCheckFuncLive(t *testing.T) {
+	l, err := layout.Kernel()
+	if err != nil {
+		t.Skipf("no kernel BTF: %v", err)
+	}
+	for _, c := range []struct {
+		value   string
+		wantErr string
+	}{
+		{value: "ip_send_skb"},
+		{value: "ip_send_skb:1"},
+		{value: "ip_send_skb:0", wantErr: "the kernel's BTF puts the struct sk_buff * argument of ip_send_skb at position 1, not 0"},
+		{value: "schedule:0", wantErr: "function schedule has no struct sk_buff * parameter"},
+		{value: "no_such_function_xyz", wantErr: "no kernel function no_such_function_xyz in the kernel's BTF"},
+		// A function that BTF lacks may still be in the kernel: the
+		// position given is taken.
+		{value: "no_such_function_xyz:1"},
+		{value: "no_such_function_xyz:99", wantErr: "arguments in registers, not argument 99"},
+	} {
+		err := CheckFunc(l, c.value)
+		if c.wantErr == "" && err != nil || c.wantErr != "" && (err == nil || !strings.Contains(err.Error(), c.wantErr)) {
+			t.Errorf("CheckFunc(%s) = %v, want error %q", c.value, err, c.wantErr)
+		}
+	}
+}
+
+// TestWantedFuncsNamed checks that -f rows print the plain name and carry
+// the position given.
+func TestWantedFuncsNamed(t *testing.T) {
+	f, err := filter.Parse(filter.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fns, excluded := wantedFuncs(Config{Filter: f, Funcs: []string{"ip_send_skb:1", "bad:x", "udp_send_skb"}})
+	want := []kernelFunc{
+		{name: "ip_send_skb", section: Func, rank: 0, tableArg: 1},
+		{name: "udp_send_skb", section: Func, rank: 2, tableArg: -1},
+	}
+	if !slices.Equal(fns, want) {
+		t.Errorf("wantedFuncs = %+v, want %+v", fns, want)
+	}
+	if len(excluded) != 1 || excluded[0].Probe != "bad:x" || excluded[0].Err == nil {
+		t.Errorf("excluded %+v, want bad:x with its error", excluded)
+	}
+}
+
+func TestArchOfMachine(t *testing.T) {
+	for _, c := range []struct {
+		machine      string
+		littleEndian bool
+		want         string
+	}{
+		{"x86_64", true, "amd64"},
+		{"i386", true, "386"},
+		{"i686", true, "386"},
+		{"aarch64", true, "arm64"},
+		{"armv8l", true, "arm64"}, // a 32-bit process in PER_LINUX32 on arm64
+		{"armv7l", true, "arm"},
+		{"armv6l", true, "arm"},
+		{"armv5tel", true, "arm"},
+		{"loongarch64", true, "loong64"},
+		// uname says mips and mips64 in both byte orders.
+		{"mips", true, "mipsle"},
+		{"mips", false, "mips"},
+		{"mips64", true, "mips64le"},
+		{"mips64", false, "mips64"},
+		{"ppc64le", true, "ppc64le"},
+		{"ppc64", false, "ppc64"},
+		{"riscv64", true, "riscv64"},
+		{"s390x", false, "s390x"},
+	} {
+		got := archOfMachine(c.machine, c.littleEndian)
+		if got != c.want {
+			t.Errorf("archOfMachine(%q, little endian %v) = %q, want %q", c.machine, c.littleEndian, got, c.want)
+		}
+		if _, err := (&layout.Layout{}).KprobeArg(got, 0); err != nil {
+			t.Errorf("%s: %v", c.machine, err)
+		}
+	}
+}
+
+// TestKernelArch checks the running kernel's architecture: a native test
+// binary's own.
+func TestKernelArch(t *testing.T) {
+	if strconv.IntSize == 32 {
+		t.Skip("a 32-bit test binary may run on a 64-bit kernel")
+	}
+	if got := kernelArch(); got != runtime.GOARCH {
+		t.Errorf("kernelArch() = %q, want %q", got, runtime.GOARCH)
+	}
+}
+
+// TestKprobeRegisterSize checks that a kprobe loads the kernel's register
+// size: 8 bytes for a 32-bit mipsle binary on a 64-bit MIPS kernel, 4 on a
+// 32-bit one.
+func TestKprobeRegisterSize(t *testing.T) {
+	for _, c := range []struct {
+		arch   string
+		offset int16
+		size   asm.Size
+	}{{"mips64le", 32, asm.DWord}, {"mipsle", 48, asm.Word}, {"arm64", 0, asm.DWord}, {"arm", 0, asm.Word}} {
+		target := funcTarget{symbol: "ip_send_skb", arg: 0, layout: &layout.Layout{}}
+		h, err := target.kprobe(c.arch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		load := h.loadArg(asm.R1)[0]
+		if load.OpCode != asm.LoadMemOp(c.size) || load.Offset != c.offset {
+			t.Errorf("%s: argument loaded with %v, want %v at offset %d", c.arch, load, asm.LoadMem(asm.R1, asm.R6, c.offset, c.size), c.offset)
 		}
 	}
 }
