@@ -206,11 +206,8 @@ func (c *calibrator) pass(ws []window, own func(sample) bool) ([]sample, error) 
 	if err != nil {
 		return nil, err
 	}
-	// Detaching a perf tracepoint waits for an RCU grace period, tens of
-	// milliseconds that calibration need not wait for: the recorder copies
-	// only packets of its own unusual lengths meanwhile, and an exit
-	// detaches it all the same.
-	defer func() { go rec.close() }()
+	// Meanwhile the recorder copies only packets of its unusual lengths.
+	defer c.lab.Later(rec.close)
 	for _, p := range c.packets {
 		if err := c.lab.Send(p); err != nil {
 			return nil, fmt.Errorf("send a calibration packet: %w", err)

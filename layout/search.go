@@ -59,6 +59,9 @@ func (s searcher) pointee(sm sample, off uint32) []byte {
 // there within every sample's window, at which match holds for every sample.
 func offsets(samples []sample, window func(sample) []byte, align, size uint32, match func(sm sample, b []byte, off uint32) bool) []uint32 {
 	var found []uint32
+	if len(samples) == 0 {
+		return nil
+	}
 	for off := uint32(0); ; off += align {
 		inside, all := true, true
 		for _, sm := range samples {

@@ -24,6 +24,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -64,6 +65,7 @@ type Lab struct {
 
 	ns    *os.File // keeps the namespace alive
 	socks map[sockKey]int
+	later sync.WaitGroup
 }
 
 var errNoNamespace = errors.New("cannot make a private network namespace")
@@ -146,9 +148,22 @@ func ipv6Works() bool {
 	return unix.Bind(fd, &unix.SockaddrInet6{Addr: netip.IPv6Loopback().As16()}) == nil
 }
 
-// Close closes the sockets and the namespace, which the kernel then removes
-// with its devices.
+// Later runs cleanup, such as detaching the programs that watched the
+// lab's packets, in the background: detaching a tracepoint program waits for
+// an RCU grace period, tens of milliseconds that need not hold up what comes
+// next. Close waits for it.
+func (l *Lab) Later(cleanup func()) {
+	l.later.Add(1)
+	go func() {
+		defer l.later.Done()
+		cleanup()
+	}()
+}
+
+// Close waits for the cleanups, then closes the sockets and the namespace,
+// which the kernel then removes with its devices.
 func (l *Lab) Close() {
+	l.later.Wait()
 	for _, fd := range l.socks {
 		unix.Close(fd)
 	}

@@ -303,7 +303,7 @@ func startSkbstatIn(t *testing.T, ns string, args ...string) *run {
 	if ns == "" {
 		return startSkbstat(t, args...)
 	}
-	return startCommand(t, append([]string{"ip", "netns", "exec", ns, skbstatBin, "-v"}, args...))
+	return startCommand(t, append(append([]string{"ip", "netns", "exec", ns}, skbstatArgv()...), args...))
 }
 
 // TestNoFunctionTracing runs --input and --output on this machine's kernel,

@@ -190,7 +190,18 @@ func (b *lockedBuffer) String() string {
 // startSkbstat starts skbstat -v with args and waits until it has attached.
 func startSkbstat(t *testing.T, args ...string) *run {
 	t.Helper()
-	return startCommand(t, append([]string{skbstatBin, "-v"}, args...))
+	return startCommand(t, append(skbstatArgv(), args...))
+}
+
+// skbstatArgv is how the tests run skbstat: with -v, and with the layout
+// source SKBSTAT_E2E_LAYOUT names (test/all.sh runs the exact-count tests
+// once with the kernel's BTF and once calibrated).
+func skbstatArgv() []string {
+	argv := []string{skbstatBin, "-v"}
+	if l := os.Getenv("SKBSTAT_E2E_LAYOUT"); l != "" {
+		argv = append(argv, "--layout", l)
+	}
+	return argv
 }
 
 // startCommand starts argv, a command that runs skbstat -v, and waits until
