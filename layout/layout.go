@@ -90,7 +90,7 @@ func Kernel() (*Layout, error) {
 	cache := btf.NewCache()
 	spec, err := cache.Kernel()
 	if errors.Is(err, btf.ErrNotSupported) {
-		return nil, fmt.Errorf("kernel has no BTF (/sys/kernel/btf/vmlinux), pass --btf FILE: %w", err)
+		return nil, fmt.Errorf("kernel has no BTF (/sys/kernel/btf/vmlinux): pass --btf FILE, or let skbstat calibrate (--layout auto or calibrate): %w", err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load kernel BTF: %w", err)

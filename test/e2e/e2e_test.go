@@ -281,6 +281,8 @@ func TestBadInput(t *testing.T) {
 		{[]string{"--bogus"}, "flag provided but not defined: -bogus"},
 		{[]string{"extra"}, `unexpected argument "extra"`},
 		{[]string{"--btf", "/nonexistent/vmlinux"}, "--btf /nonexistent/vmlinux: BTF file /nonexistent/vmlinux: "},
+		{[]string{"--layout", "guess"}, "--layout guess: not btf, calibrate or auto"},
+		{[]string{"--layout", "calibrate", "--btf", "/x"}, "--layout calibrate: --btf /x gives the layout already"},
 		{[]string{"--attach", "uprobe"}, "--attach uprobe: unknown attach mechanism (auto, fentry, kprobe-multi or kprobe)"},
 		{[]string{"-f", "no_such_function_xyz"}, "-f no_such_function_xyz: no kernel function no_such_function_xyz in the kernel's BTF"},
 		{[]string{"-f", "schedule"}, "-f schedule: function schedule has no struct sk_buff * parameter"},

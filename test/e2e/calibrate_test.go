@@ -1,0 +1,93 @@
+package e2e
+
+import (
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// withoutBTF runs argv with the kernel's BTF hidden from it (a private
+// mount namespace with an empty /sys/kernel/btf), as on a kernel built
+// without it; the machine and every other test keep theirs.
+func withoutBTF(argv ...string) []string {
+	script := `mount -t tmpfs none /sys/kernel/btf && exec "$@"`
+	return append([]string{"unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh"}, argv...)
+}
+
+// TestNoBTFCalibrates runs skbstat with no kernel BTF and no options
+// about it: it calibrates, says how in -v, and counts drops exactly, also
+// on a device (-I, through the calibrated net_device ifindex).
+func TestNoBTFCalibrates(t *testing.T) {
+	requireRoot(t)
+	p := newPair(t)
+	r := startCommand(t, append(withoutBTF(skbstatArgv()...), "-i", "60", "-d", p.b4, "-p", "udp"))
+	// ip netns exec mounts a /sys of its own: BTF is hidden inside it.
+	dev := startCommand(t, append([]string{"ip", "netns", "exec", p.b}, withoutBTF(skbstatBin, "-v", "-i", "60", "-I", p.bDev, "-d", p.b4, "-p", "udp")...))
+	p.sendUDP(t, datagrams, p.a4, p.b4)
+	settle()
+	for name, run := range map[string]*run{"no options": r, "-I": dev} {
+		if n := sum(run.stop(t, syscall.SIGINT), stackCount("DROP", "NO_SOCKET")); n != datagrams {
+			t.Errorf("%s: %d NO_SOCKET drops without BTF, want %d\n%s", name, n, datagrams, run.stderr.String())
+		}
+		if !strings.Contains(run.stderr.String(), "skbstat: layout: calibrated in ") {
+			t.Errorf("%s: -v does not say the layout was calibrated:\n%s", name, run.stderr.String())
+		}
+	}
+}
+
+// TestCalibrateOnHostLoopback runs calibration where no network namespace
+// can be made (no CAP_SYS_ADMIN): it calibrates on the host's loopback,
+// says so in one line, and counts exactly; -I, which needs a device of
+// its own to calibrate, is refused with the way out.
+func TestCalibrateOnHostLoopback(t *testing.T) {
+	requireRoot(t)
+	noAdmin := []string{"setpriv", "--inh-caps=-sys_admin", "--bounding-set=-sys_admin", "--"}
+	p := newPair(t)
+	r := startCommand(t, append(append(noAdmin, skbstatBin, "-v", "--layout", "calibrate"), "-i", "60", "-d", p.b4, "-p", "udp"))
+	p.sendUDP(t, datagrams, p.a4, p.b4)
+	settle()
+	if n := sum(r.stop(t, syscall.SIGINT), stackCount("DROP", "NO_SOCKET")); n != datagrams {
+		t.Errorf("%d NO_SOCKET drops calibrated on the host's loopback, want %d\n%s", n, datagrams, r.stderr.String())
+	}
+	var notice []string
+	for _, line := range strings.Split(r.stderr.String(), "\n") {
+		if strings.HasPrefix(line, "skbstat: calibrating on the host's loopback") {
+			notice = append(notice, line)
+		}
+	}
+	if len(notice) != 1 || !strings.Contains(notice[0], "unshare: operation not permitted") {
+		t.Errorf("want one line saying calibration fell back to the host's loopback and why, got %q", notice)
+	}
+
+	cmd := exec.Command(noAdmin[0], append(noAdmin[1:], skbstatBin, "--layout", "calibrate", "-I", "lo", "-c", "1", "-i", "0.01")...)
+	out, _ := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), "skbstat: -I lo: net_device's ifindex could not be calibrated") {
+		t.Errorf("-I without a calibrated ifindex: exit %d, %q; want exit 1 naming -I and --btf", code, out)
+	}
+}
+
+// TestDumpBPFWithoutBTF lists the programs on a kernel without BTF: with
+// symbolic offsets, and without creating anything in the kernel, which
+// the test makes sure of by taking every capability but reading files away
+// (a BPF object or a namespace would need CAP_BPF or CAP_SYS_ADMIN).
+func TestDumpBPFWithoutBTF(t *testing.T) {
+	requireRoot(t)
+	// The tracepoint formats live in tracefs, which another test (or
+	// skbstat with privileges) may have had to mount.
+	if out, err := exec.Command(skbstatBin, "-c", "1", "-i", "0.01", "--layout", "calibrate").CombinedOutput(); err != nil {
+		t.Fatalf("mount tracefs by running skbstat once: %v: %s", err, out)
+	}
+	argv := withoutBTF("setpriv", "--inh-caps=-all,+dac_override", "--ambient-caps=+dac_override", "--bounding-set=-all,+dac_override", "--",
+		skbstatBin, "--dump-bpf", "-d", "10.1.2.3", "-p", "udp")
+	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	for _, want := range []string{"; struct offsets are symbolic: ", "sk_buff.len ", "; skb:kfree_skb (skbstat_drop, perf tracepoint)",
+		"; filter: address at header offset 16 in 10.1.2.3/32"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("--dump-bpf without BTF lacks %q:\n%s", want, out)
+		}
+	}
+}
