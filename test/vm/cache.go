@@ -34,12 +34,9 @@ type cache struct {
 // openCache creates and locks the cache. The lock (flock, so it also
 // holds between test processes) is held while anything is fetched.
 func openCache() (*cache, error) {
-	dir := os.Getenv("SKBSTAT_VM_CACHE")
-	if dir == "" {
-		dir = DefaultCache
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("cache: %w", err)
+	dir, err := cacheDir()
+	if err != nil {
+		return nil, err
 	}
 	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
@@ -53,6 +50,18 @@ func openCache() (*cache, error) {
 }
 
 func (c *cache) close() { c.lock.Close() }
+
+// cacheDir returns the cache directory, created if need be.
+func cacheDir() (string, error) {
+	dir := os.Getenv("SKBSTAT_VM_CACHE")
+	if dir == "" {
+		dir = DefaultCache
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("cache: %w", err)
+	}
+	return dir, nil
+}
 
 // prepare returns k's kernel, modules and busybox, fetching what the
 // cache does not have yet.

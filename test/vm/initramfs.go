@@ -13,6 +13,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 )
@@ -48,7 +49,7 @@ func buildInitramfs(file string, img image, opt Options, token string) error {
 	}
 	var insmod strings.Builder
 	for _, m := range mods {
-		fmt.Fprintf(&insmod, "insmod /lib/modules/%[1]s.ko || echo \"skbstat-vm: insmod %[1]s failed\"\n", m.name)
+		fmt.Fprintf(&insmod, "insmod /lib/modules/%[1]s.ko || echo \"%[2]s %[1]s\"\n", m.name, insmodFailedMarker)
 	}
 
 	f, err := os.Create(file)
@@ -91,6 +92,22 @@ func buildInitramfs(file string, img image, opt Options, token string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// insmodFailedMarker starts the line /init prints for a module that did
+// not load: Run makes that an error rather than leave the script to fail
+// for want of the module.
+const insmodFailedMarker = "skbstat-vm: insmod failed:"
+
+var insmodFailed = regexp.MustCompile(`(?m)^` + insmodFailedMarker + ` (\S+)$`)
+
+// failedModules returns the modules that the console says did not load.
+func failedModules(console string) []string {
+	var names []string
+	for _, m := range insmodFailed.FindAllStringSubmatch(console, -1) {
+		names = append(names, m[1])
+	}
+	return names
 }
 
 // module is a loadable module, decompressed.

@@ -96,3 +96,14 @@ func TestModuleName(t *testing.T) {
 		}
 	}
 }
+
+func TestFailedModules(t *testing.T) {
+	console := "skbstat-vm: insmod failed: veth\n[ 1.0] veth: Unknown symbol\nskbstat-vm: insmod failed: dummy\n" +
+		"echo skbstat-vm: insmod failed: not_at_line_start\n"
+	if got, want := failedModules(console), []string{"veth", "dummy"}; !slices.Equal(got, want) {
+		t.Errorf("failedModules = %v, want %v", got, want)
+	}
+	if got := failedModules("skbstat-vm: start\n"); got != nil {
+		t.Errorf("failedModules of a clean console = %v, want none", got)
+	}
+}

@@ -41,16 +41,24 @@ type Kernel struct {
 	// Meta is the metapackage whose dependency names the current kernel
 	// package, e.g. "linux-image-cloud-amd64".
 	Meta string
+	// BTF says whether the kernel has its BTF at /sys/kernel/btf/vmlinux
+	// (measured; TestMatrix checks it). Without it skbstat needs --btf.
+	BTF bool
 }
 
 func (k Kernel) String() string { return k.Name }
 
 // Matrix is the set of kernels the project is tested on.
+// The last three have no kernel BTF: 32-bit ARM and MIPS, the closest to
+// an embedded router that boots here, and big-endian s390x.
 var Matrix = []Kernel{
-	{Name: "5.10-amd64", Suite: "bullseye", Arch: "amd64", Meta: "linux-image-cloud-amd64"},
-	{Name: "6.1-amd64", Suite: "bookworm", Arch: "amd64", Meta: "linux-image-cloud-amd64"},
-	{Name: "6.12-amd64", Suite: "trixie", Arch: "amd64", Meta: "linux-image-cloud-amd64"},
-	{Name: "6.1-arm64", Suite: "bookworm", Arch: "arm64", Meta: "linux-image-cloud-arm64"},
+	{Name: "5.10-amd64", Suite: "bullseye", Arch: "amd64", Meta: "linux-image-cloud-amd64", BTF: true},
+	{Name: "6.1-amd64", Suite: "bookworm", Arch: "amd64", Meta: "linux-image-cloud-amd64", BTF: true},
+	{Name: "6.12-amd64", Suite: "trixie", Arch: "amd64", Meta: "linux-image-cloud-amd64", BTF: true},
+	{Name: "6.1-arm64", Suite: "bookworm", Arch: "arm64", Meta: "linux-image-cloud-arm64", BTF: true},
+	{Name: "6.1-armhf", Suite: "bookworm", Arch: "armhf", Meta: "linux-image-armmp-lpae"},
+	{Name: "6.1-mipsel", Suite: "bookworm", Arch: "mipsel", Meta: "linux-image-4kc-malta"},
+	{Name: "6.1-s390x", Suite: "bookworm", Arch: "s390x", Meta: "linux-image-s390x"},
 }
 
 // Options says what to run in the VM.
@@ -81,14 +89,16 @@ type Result struct {
 	// Package is the kernel package that was booted.
 	Package string
 	// Prepare is how long fetching (or finding in the cache) the kernel,
-	// modules and busybox took; Boot is how long qemu ran.
-	Prepare, Boot time.Duration
+	// modules and busybox took; Wait how long the boot waited for other
+	// VMs to end (see Each); Boot is how long qemu ran.
+	Prepare, Wait, Boot time.Duration
 }
 
 // Run boots k with opt's files, modules and script, and returns the
 // console output and the script's exit status. An error means the script
-// did not run to its end (no kernel, boot failure, timeout); Result then
-// holds what is known, including the console so far.
+// did not run to its end (no kernel, boot failure, timeout) or a module
+// did not load; Result then holds what is known, including the console.
+// Boots wait for a free slot: see Each.
 func Run(ctx context.Context, k Kernel, opt Options) (Result, error) {
 	var res Result
 	a, err := lookupArch(k.Arch)
@@ -121,11 +131,21 @@ func Run(ctx context.Context, k Kernel, opt Options) (Result, error) {
 		timeout = DefaultTimeout
 	}
 	start = time.Now()
+	release, err := acquireBootSlot(ctx)
+	res.Wait = time.Since(start)
+	if err != nil {
+		return res, fmt.Errorf("kernel %s: %w", k, err)
+	}
+	start = time.Now()
 	console, err := boot(ctx, a, img.vmlinuz, initrd, timeout)
+	release()
 	res.Boot = time.Since(start)
 	res.Console = console
 	if err != nil {
 		return res, fmt.Errorf("kernel %s (%s): %w\n%s", k, img.pkg, err, tail(console, 30))
+	}
+	if failed := failedModules(console); len(failed) > 0 {
+		return res, fmt.Errorf("kernel %s (%s): modules %v failed to load\n%s", k, img.pkg, failed, tail(console, 30))
 	}
 	status, err := exitStatus(console, token)
 	if err != nil {
@@ -144,7 +164,7 @@ func boot(ctx context.Context, a arch, kernel, initrd string, timeout time.Durat
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	args := slices.Concat(a.machine, []string{
-		"-m", "1024", "-smp", "1",
+		"-smp", "1",
 		"-nographic", "-no-reboot", "-nic", "none",
 		"-kernel", kernel, "-initrd", initrd,
 		"-append", "console=" + a.console + " quiet panic=-1"})
