@@ -148,7 +148,7 @@ func (c *calibrator) run() (*Layout, error) {
 		Calibration: &Calibration{Lab: c.lab},
 	}
 	if ifindex.Size == 0 {
-		l.Calibration.Missing = append(l.Calibration.Missing, "-I (net_device ifindex): no device of a known index to calibrate it on")
+		l.Calibration.Missing = append(l.Calibration.Missing, fmt.Sprintf("-I (net_device ifindex): %v", c.lab.NoDevices))
 	}
 	if !c.lab.IPv6 {
 		l.Calibration.Missing = append(l.Calibration.Missing, "IPv6 socket addresses: IPv6 is off")
@@ -216,21 +216,17 @@ func (c *calibrator) pass(ws []window, own func(sample) bool) ([]sample, error) 
 	var samples []sample
 	for k, p := range c.packets {
 		sm := c.sample(p)
-		recs, err := rec.records(uint32(k))
+		rc, found, err := rec.find(uint32(k), func(rc record) bool {
+			sm.rec = rc
+			return own(sm)
+		})
 		if err != nil {
 			return nil, err
-		}
-		found := false
-		for _, rc := range recs {
-			sm.rec = rc
-			if own(sm) {
-				found = true
-				break
-			}
 		}
 		if !found {
 			return nil, errors.New("a calibration packet did not pass " + calibrationGroup + ":" + calibrationName)
 		}
+		sm.rec = rc
 		samples = append(samples, sm)
 	}
 	return samples, nil

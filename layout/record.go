@@ -172,28 +172,31 @@ func (r *recorder) start(group, name string) (_ *recording, err error) {
 	return rec, nil
 }
 
-// records returns, for packet kind k, what every CPU recorded last.
-func (rec *recording) records(k uint32) ([]record, error) {
-	var out []record
+// find returns the record of packet kind k that own recognizes, among
+// those the CPUs made last. The record's windows are slices of one buffer,
+// reused until a record is found: calibration runs on machines with little
+// memory.
+func (rec *recording) find(k uint32, own func(record) bool) (record, bool, error) {
 	buf := make([]byte, rec.record)
 	offsets, _ := rec.r.dataOffsets()
 	for cpu := 0; cpu < rec.ncpu; cpu++ {
 		if err := rec.m.Lookup(uint32(cpu)*rec.r.kinds+k, buf); err != nil {
-			return nil, fmt.Errorf("read calibration record: %w", err)
+			return record{}, false, fmt.Errorf("read calibration record: %w", err)
 		}
-		skb := binary.NativeEndian.Uint64(buf)
-		if skb == 0 {
+		r := record{skbaddr: binary.NativeEndian.Uint64(buf), windows: make([][]byte, len(rec.r.windows))}
+		if r.skbaddr == 0 {
 			continue
 		}
-		r := record{skbaddr: skb, windows: make([][]byte, len(rec.r.windows))}
 		for i, w := range rec.r.windows {
 			if binary.NativeEndian.Uint32(buf[rec.r.statusOffset(i):]) == 0 {
-				r.windows[i] = append([]byte(nil), buf[offsets[i]:offsets[i]+w.size]...)
+				r.windows[i] = buf[offsets[i] : offsets[i]+w.size : offsets[i]+w.size]
 			}
 		}
-		out = append(out, r)
+		if own(r) {
+			return r, true, nil
+		}
 	}
-	return out, nil
+	return record{}, false, nil
 }
 
 // close detaches and unloads the recorder.

@@ -17,10 +17,10 @@
 package lab
 
 import (
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"runtime"
@@ -49,8 +49,9 @@ type Lab struct {
 	Devices    []Device
 	// IPv6: the namespace can send IPv6.
 	IPv6 bool
-	// Fallback says why the lab is not private.
-	Fallback error
+	// Fallback says why the lab is not private; NoDevices, why it has no
+	// devices.
+	Fallback, NoDevices error
 	// Magic starts every payload the lab sends: it tells the lab's
 	// packets from everybody else's at global tracepoints.
 	Magic [8]byte
@@ -73,10 +74,12 @@ var errNoNamespace = errors.New("cannot make a private network namespace")
 // Open makes the lab.
 func Open() (*Lab, error) {
 	l := &Lab{socks: map[sockKey]int{}}
+	// Random, so that labs of skbstat instances running at once differ;
+	// math/rand's generator is seeded at random and keeps crypto/rand's
+	// code out of the binary.
 	var r [16]byte
-	if _, err := rand.Read(r[:]); err != nil {
-		return nil, err
-	}
+	binary.NativeEndian.PutUint64(r[:], rand.Uint64())
+	binary.NativeEndian.PutUint64(r[8:], rand.Uint64())
 	copy(l.Magic[:], r[8:])
 	port := func(i int, base uint16) uint16 { return base + binary.BigEndian.Uint16(r[2*i:])%10000 }
 	l.Port, l.PeerPort, l.LoPort, l.ClosedPort = port(0, 20000), port(1, 30000), port(2, 40000), port(3, 50000)
@@ -125,7 +128,7 @@ func (l *Lab) openHost(why error) error {
 		return err
 	}
 	l.IPv6 = ipv6Works()
-	l.Fallback = why
+	l.Fallback, l.NoDevices = why, errors.New("calibrating on the host's loopback, which has no device of a known index")
 	l.Lo, l.Lo6 = netip.AddrFrom4([4]byte{127, 0, 0, 1}), netip.IPv6Loopback()
 	return l.openSockets()
 }

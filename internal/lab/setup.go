@@ -1,11 +1,11 @@
 package lab
 
 import (
-	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 
@@ -36,12 +36,19 @@ func (l *Lab) configure() error {
 	}
 	l.IPv6 = ipv6Works()
 	var r [32]byte
-	if _, err := rand.Read(r[:]); err != nil {
-		return err
+	for i := 0; i < len(r); i += 8 {
+		binary.NativeEndian.PutUint64(r[i:], rand.Uint64())
 	}
+	l.Lo, l.Lo6 = netip.AddrFrom4([4]byte{127, 0, 0, 1}), netip.IPv6Loopback()
 	for i := 0; i < devices; i++ {
 		d := newDevice(i, r)
-		if err := addDevice(h, d, l.IPv6); err != nil {
+		err := addDevice(h, d, l.IPv6)
+		if errors.Is(err, errNoDeviceKind) {
+			// lo alone still serves everything but -I.
+			l.Devices, l.NoDevices = nil, err
+			return nil
+		}
+		if err != nil {
 			return fmt.Errorf("device %s: %w", d.Name, err)
 		}
 		l.Devices = append(l.Devices, d)
@@ -49,6 +56,8 @@ func (l *Lab) configure() error {
 	l.Lo, l.Lo6 = l.Devices[0].Local, l.Devices[0].Local6
 	return nil
 }
+
+var errNoDeviceKind = errors.New("the kernel makes neither dummy devices (CONFIG_DUMMY) nor veth pairs (CONFIG_VETH)")
 
 // newDevice chooses device i's name, index and addresses from the random
 // bytes r: an index above any a host would reach, a name no host has, and
@@ -87,8 +96,11 @@ func addDevice(h *netlink.Handle, d Device, ipv6 bool) error {
 	err := h.LinkAdd(link)
 	if errors.Is(err, unix.EOPNOTSUPP) {
 		veth := &netlink.Veth{LinkAttrs: attrs, PeerName: d.Name + "p"}
-		if err = h.LinkAdd(veth); err != nil {
-			return fmt.Errorf("neither a dummy device (CONFIG_DUMMY) nor a veth pair (CONFIG_VETH): %w", err)
+		if err = h.LinkAdd(veth); errors.Is(err, unix.EOPNOTSUPP) {
+			return errNoDeviceKind
+		}
+		if err != nil {
+			return err
 		}
 		link = veth
 		err = upWithoutARP(h, d.Name+"p")
