@@ -23,11 +23,17 @@ type renderer struct {
 
 	syms    *kallsyms.Table
 	reasons map[uint32]string
-	frames  map[int32][]string // symbolized stacks by id; ids are never reused
+	frames  map[frameKey][]string // what entries print; stack ids are never reused
+}
+
+// frameKey is what decides the frames an entry prints.
+type frameKey struct {
+	stackID  int32
+	location uint64
 }
 
 func newRenderer(cfg progs.Config, warn io.Writer) *renderer {
-	r := &renderer{layout: cfg.Layout, warn: warn, frames: map[int32][]string{}}
+	r := &renderer{layout: cfg.Layout, warn: warn, frames: map[frameKey][]string{}}
 	for _, s := range []struct {
 		section progs.Section
 		on      bool
@@ -63,7 +69,8 @@ func (r *renderer) interval(w io.Writer, set *progs.Set) error {
 		}
 		if st.StackID < 0 {
 			stack.LostID = int64(st.StackID)
-		} else if stack.Frames, err = r.stack(set, st.StackID); err != nil {
+		}
+		if stack.Frames, err = r.entryFrames(set, st); err != nil {
 			return err
 		}
 		sec := bySection[st.Section]
@@ -72,37 +79,86 @@ func (r *renderer) interval(w io.Writer, set *progs.Set) error {
 	return output.Write(w, time.Now(), out)
 }
 
-func (r *renderer) stack(set *progs.Set, id int32) ([]string, error) {
-	if f, ok := r.frames[id]; ok {
+// entryFrames returns the symbolized frames that entry st prints under its
+// count.
+func (r *renderer) entryFrames(set *progs.Set, st progs.StackCount) ([]string, error) {
+	key := frameKey{st.StackID, st.Location}
+	if f, ok := r.frames[key]; ok {
 		return f, nil
 	}
-	pcs, err := set.Stack(id)
-	if err != nil {
-		return nil, err
+	var pcs []uint64
+	if st.StackID >= 0 {
+		var err error
+		if pcs, err = set.Stack(st.StackID); err != nil {
+			return nil, err
+		}
 	}
-	syms := r.symbols()
+	frames := placeFrames(r.symbols(), pcs, st.Location)
+	r.frames[key] = frames
+	return frames, nil
+}
+
+// minStack is the fewest frames of a kernel stack that says where a packet
+// was freed: the traced function and its caller. A lost stack has none; a
+// 32-bit ARM kernel gives one, of no use (the BPF interpreter's, or an
+// unsymbolized address in a JIT-compiled program).
+const minStack = 2
+
+// placeFrames returns the frames that name the place of an event: the kernel
+// stack pcs (leaf first) from the traced function down; where the kernel gave
+// no usable stack, the location alone; nothing where there is neither.
+func placeFrames(syms *kallsyms.Table, pcs []uint64, location uint64) []string {
+	if len(pcs) < minStack {
+		if location == 0 {
+			return nil
+		}
+		return []string{syms.Symbolize(location)}
+	}
 	frames := make([]string, len(pcs))
 	for i, pc := range pcs {
-		if syms != nil {
-			frames[i] = syms.Symbolize(pc)
-		} else {
-			frames[i] = fmt.Sprintf("0x%x", pc)
-		}
+		frames[i] = syms.Symbolize(pc)
+	}
+	if i, ok := callerFrame(syms, pcs, location); ok {
+		// Above the caller is the traced function, and above that only
+		// the machinery that ran skbstat's program.
+		return frames[max(i-1, 0):]
 	}
 	for len(frames) > 1 && isTracingFrame(frames[0]) {
 		frames = frames[1:]
 	}
-	r.frames[id] = frames
-	return frames, nil
+	return frames
+}
+
+// callerFrame returns the index of the first frame of pcs in the function
+// that location is in: the caller of the traced function, which passed its
+// return address as the location. ok is false where the location is
+// unknown, cannot be symbolized, or is in no frame.
+func callerFrame(syms *kallsyms.Table, pcs []uint64, location uint64) (int, bool) {
+	if location == 0 {
+		return 0, false
+	}
+	caller, ok := syms.Function(location)
+	if !ok {
+		return 0, false
+	}
+	for i, pc := range pcs {
+		if fn, ok := syms.Function(pc); ok && fn == caller {
+			return i, true
+		}
+	}
+	return 0, false
 }
 
 // isTracingFrame reports whether a leaf frame belongs to the machinery that
-// ran skbstat's program rather than to the code that handled the packet.
+// ran skbstat's program rather than to the code that handled the packet. It
+// trims stacks only where the location cannot: consume_skb before Linux 6.3
+// has none.
 func isTracingFrame(frame string) bool {
 	if strings.HasSuffix(frame, " [bpf]") {
 		return true
 	}
-	for _, prefix := range []string{"bpf_trace_run", "__bpf_trace_", "perf_trace_", "perf_tp_event", "trace_call_bpf", "__traceiter_", "bpf_prog_"} {
+	for _, prefix := range []string{"bpf_trace_run", "__bpf_trace_", "perf_trace_", "perf_tp_event", "trace_call_bpf", "__traceiter_", "bpf_prog_",
+		"___bpf_prog_run", "__bpf_prog_run"} { // the BPF interpreter, where there is no JIT (s390x)
 		if strings.HasPrefix(frame, prefix) {
 			return true
 		}

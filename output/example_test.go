@@ -20,7 +20,7 @@ func ExampleWrite() {
 				"__udp4_lib_rcv+0x7a1",
 				"ip_protocol_deliver_rcu+0x2d",
 			}},
-			{Count: 1, LostID: -17},
+			{Count: 1, Reason: "NO_SOCKET", LostID: -17, Frames: []string{"__udp4_lib_rcv+0x7a1"}},
 		}},
 	})
 	// Output:
@@ -31,8 +31,9 @@ func ExampleWrite() {
 	//
 	// TIME     NUM    FUNC/STACK
 	// 17:53:34        [DROP]
-	//          1
+	//          1      NO_SOCKET
 	//                 [lost kernel stack id -17]
+	//                 __udp4_lib_rcv+0x7a1
 	//          3      NO_SOCKET
 	//                 sk_skb_reason_drop+0x5
 	//                 __udp4_lib_rcv+0x7a1

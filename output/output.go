@@ -38,11 +38,15 @@ type Stack struct {
 	Count uint64
 	// Reason is the drop reason ("NO_SOCKET"); empty where there is none.
 	Reason string
-	// Frames are the symbolized return addresses, leaf first.
+	// Frames are the symbolized return addresses, leaf first. Where the
+	// kernel gave no usable stack, the one frame is the location: the
+	// return address of the function that freed the skb, in its caller.
+	// With neither, there are none, and the stack prints a line that says
+	// so.
 	Frames []string
 	// LostID is non-zero when the kernel could not record the stack: it is
 	// the (negative) error bpf_get_stackid returned, for example -17
-	// (EEXIST) for a hash collision. Frames is then ignored.
+	// (EEXIST) for a hash collision. It prints before the frames.
 	LostID int64
 }
 
@@ -90,7 +94,9 @@ func writeStack(b *bytes.Buffer, s Stack) {
 	}
 	if s.LostID != 0 {
 		fmt.Fprintf(b, "%-8s %-6s [lost kernel stack id %d]\n", "", "", s.LostID)
-		return
+	}
+	if len(s.Frames) == 0 {
+		fmt.Fprintf(b, "%-8s %-6s [no location: the kernel gave no usable stack]\n", "", "")
 	}
 	for _, f := range s.Frames {
 		fmt.Fprintf(b, "%-8s %-6s %s\n", "", "", f)

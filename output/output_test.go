@@ -141,13 +141,28 @@ func TestGolden(t *testing.T) {
 			{Count: 10, Reason: "NO_SOCKET", Frames: []string{"sk_skb_reason_drop+0x5", "__udp4_lib_rcv+0x7a1", "ip_protocol_deliver_rcu+0x2d"}},
 			{Count: 3, Reason: "TCP_INVALID_SEQUENCE", Frames: []string{"sk_skb_reason_drop+0x5", "tcp_validate_incoming+0x1c2"}},
 			{Count: 3, Reason: "NETFILTER_DROP", Frames: []string{"sk_skb_reason_drop+0x5", "nf_hook_slow+0xa8"}}, // same count: by reason
-			{Count: 2, Reason: "NOT_SPECIFIED", LostID: -17},
+			{Count: 2, Reason: "NOT_SPECIFIED", LostID: -17, Frames: []string{"tcp_v4_rcv+0x1b2"}},
 			{Count: 1, Reason: "NO_SOCKET", Frames: []string{"0xffffffffc0a0102a"}},
 		}}}},
 		{"restricted", []Section{{Name: "DROP", Stacks: []Stack{
 			{Count: 5, Reason: "NO_SOCKET", Frames: []string{"0xffffffff81e42dc5", "0xffffffff82040b21"}},
-			{Count: 1, LostID: -14},
+			{Count: 1, LostID: -14, Frames: []string{"0xffffffff82040b21"}},
 		}}}},
+		// Where the kernel gave no usable stack: lost (a MIPS kernel's
+		// -EFAULT, a full stack map's -EEXIST) or one frame (32-bit ARM),
+		// the location is the frame; consume_skb before 6.3 has none.
+		{"unusable", []Section{
+			{Name: "CONSUME", Stacks: []Stack{
+				{Count: 4, LostID: -14},
+				{Count: 2},
+				{Count: 1, LostID: -17, Frames: []string{"icmp_rcv+0x2e4"}},
+			}},
+			{Name: "DROP", Stacks: []Stack{
+				{Count: 6, Reason: "NO_SOCKET", LostID: -14, Frames: []string{"__udp4_lib_rcv+0x4bc"}},
+				{Count: 3, Reason: "NO_SOCKET", Frames: []string{"__udp4_lib_rcv+0x4bc"}},
+				{Count: 1, Reason: "NETFILTER_DROP", LostID: -17, Frames: []string{"nft_do_chain+0x3a [nf_tables]"}},
+			}},
+		}},
 		{"all", []Section{ // a FUNC section, and sections in the order given
 			{Name: "FUNC", Rows: []Row{{Name: "veth_xmit", Count: 8}}},
 			{Name: "INGRESS", Rows: []Row{{Name: "ip_rcv", Rank: 19, Count: 8}}},

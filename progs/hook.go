@@ -11,7 +11,7 @@ import (
 
 // A hook is one way of running a program where the kernel handles an skb (or
 // a socket): it knows the program type, where the context keeps the probed
-// pointer (and the drop reason), and how to attach.
+// pointer (and the drop reason and location), and how to attach.
 type hook interface {
 	// mechanism names the hook kind for -v ("raw tracepoint").
 	mechanism() string
@@ -22,6 +22,10 @@ type hook interface {
 	loadArg(dst asm.Register) asm.Instructions
 	// loadReason leaves the drop reason in dst; ok is false where there is none.
 	loadReason(dst asm.Register) (insns asm.Instructions, ok bool)
+	// loadLocation leaves in dst, zero-extended to 64 bits, the return
+	// address of the function that freed the skb; ok is false where the
+	// hook does not know it.
+	loadLocation(dst asm.Register) (insns asm.Instructions, ok bool)
 	// storeRowKey writes the index of the row counter to slotKey.
 	storeRowKey(row uint32) asm.Instructions
 	attach(prog *ebpf.Program) (link.Link, error)
@@ -35,14 +39,26 @@ func (rowImmediate) storeRowKey(row uint32) asm.Instructions {
 	return asm.Instructions{asm.StoreImm(asm.R10, slotKey, int64(row), asm.Word)}
 }
 
-// noReason is the loadReason of hooks without a drop reason.
-type noReason struct{}
+// noTracepointArgs is the loadReason and loadLocation of hooks at kernel
+// functions: only the skb tracepoints pass a drop reason and a location.
+type noTracepointArgs struct{}
 
-func (noReason) loadReason(asm.Register) (asm.Instructions, bool) { return nil, false }
+func (noTracepointArgs) loadReason(asm.Register) (asm.Instructions, bool)   { return nil, false }
+func (noTracepointArgs) loadLocation(asm.Register) (asm.Instructions, bool) { return nil, false }
 
-// loadContext loads a field of the program context.
+// loadContext loads a field of the program context; a load of fewer than 8
+// bytes zero-extends.
 func loadContext(dst asm.Register, f layout.Field) asm.Instructions {
 	return asm.Instructions{asm.LoadMem(dst, asm.R6, int16(f.Offset), sizeOf(f.Size))}
+}
+
+// loadOptional loads a field of the program context that a tracepoint may
+// lack (Size 0).
+func loadOptional(dst asm.Register, f layout.Field) (asm.Instructions, bool) {
+	if f.Size == 0 {
+		return nil, false
+	}
+	return loadContext(dst, f), true
 }
 
 // tracepointHook runs a program at a kernel tracepoint, as a raw tracepoint
@@ -72,10 +88,14 @@ func (h tracepointHook) loadArg(dst asm.Register) asm.Instructions {
 }
 
 func (h tracepointHook) loadReason(dst asm.Register) (asm.Instructions, bool) {
-	if h.tp.Reason.Size == 0 {
-		return nil, false
-	}
-	return loadContext(dst, h.tp.Reason), true
+	return loadOptional(dst, h.tp.Reason)
+}
+
+// loadLocation loads the location whole: a raw tracepoint's 8-byte slot (a
+// 32-bit big-endian kernel keeps a pointer in its second half), a perf
+// record's pointer-sized field.
+func (h tracepointHook) loadLocation(dst asm.Register) (asm.Instructions, bool) {
+	return loadOptional(dst, h.tp.Location)
 }
 
 func (h tracepointHook) attach(prog *ebpf.Program) (link.Link, error) {
@@ -119,7 +139,7 @@ func perfTracepoint(group, name string) (layout.Tracepoint, error) {
 // the function's arguments, one u64 each.
 type fentryHook struct {
 	rowImmediate
-	noReason
+	noTracepointArgs
 	fn  string
 	arg int
 }
@@ -142,7 +162,7 @@ func (h fentryHook) attach(prog *ebpf.Program) (link.Link, error) {
 // is the registers (struct pt_regs) at the function's entry.
 type kprobeHook struct {
 	rowImmediate
-	noReason
+	noTracepointArgs
 	symbol string
 	arg    layout.Field // in struct pt_regs
 }
@@ -160,7 +180,7 @@ func (h kprobeHook) attach(prog *ebpf.Program) (link.Link, error) {
 // kprobeMultiHook runs one program at many kernel symbols through one
 // kprobe.multi link; each symbol's cookie is its row's counter index.
 type kprobeMultiHook struct {
-	noReason
+	noTracepointArgs
 	symbols []string
 	rows    []uint64
 	arg     layout.Field // in struct pt_regs

@@ -10,6 +10,7 @@
 package progs
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 
@@ -59,9 +60,11 @@ type probe struct {
 	rank    int    // print order within the section
 	// fromData: the kernel has not set skb->network_header yet here.
 	fromData bool
-	hooks    []func() (hook, error) // a tracepoint's hooks, best first
-	fn       *funcTarget            // a kernel function's
-	row      uint32                 // counter index, for row sections
+	// filter, where set, replaces cfg.Filter for this probe (proofs).
+	filter *filter.Filter
+	hooks  []func() (hook, error) // a tracepoint's hooks, best first
+	fn     *funcTarget            // a kernel function's
+	row    uint32                 // counter index, for row sections
 }
 
 func (p *probe) stacks() bool { return p.section == Consume || p.section == Drop }
@@ -119,13 +122,20 @@ var (
 	stackEntries uint32 = 4096
 )
 
-// stackKey is a key of stacksMap.
+// stackKey is a key of stacksMap, as countStack writes it at slotKey.
 type stackKey struct {
 	Section uint32
 	StackID int32 // negative: the kernel could not record the stack (-errno)
 	Reason  uint32
 	_       uint32
+	// Location is the tracepoint's location argument, zero-extended on a
+	// 32-bit kernel; 0 where the tracepoint has none. It names the place
+	// of the event where the kernel's stack does not.
+	Location uint64
 }
+
+// stackKeySize is the size of a stackKey in the map and on the BPF stack.
+var stackKeySize = uint32(binary.Size(stackKey{}))
 
 func mapSpecs(rows uint32, withStacks bool) []*ebpf.MapSpec {
 	specs := []*ebpf.MapSpec{{
@@ -134,7 +144,7 @@ func mapSpecs(rows uint32, withStacks bool) []*ebpf.MapSpec {
 	}}
 	if withStacks {
 		specs = append(specs,
-			&ebpf.MapSpec{Name: stacksMap, Type: ebpf.PerCPUHash, KeySize: 16, ValueSize: 8, MaxEntries: countEntries},
+			&ebpf.MapSpec{Name: stacksMap, Type: ebpf.PerCPUHash, KeySize: stackKeySize, ValueSize: 8, MaxEntries: countEntries},
 			&ebpf.MapSpec{Name: tracesMap, Type: ebpf.StackTrace, KeySize: 4, ValueSize: 8 * stackDepth, MaxEntries: stackEntries})
 	}
 	return specs
@@ -156,7 +166,11 @@ func program(p *probe, h hook, cfg Config, rows uint32) (asm.Instructions, error
 		asm.JEq.Imm(asm.R1, 0, "exit"),
 		asm.StoreMem(asm.R10, slotArg, asm.R1, asm.DWord),
 	)
-	insns = append(insns, cfg.Filter.Instructions(src, cfg.Layout.ByteOrder, "exit")...)
+	f := cfg.Filter
+	if p.filter != nil {
+		f = *p.filter
+	}
+	insns = append(insns, f.Instructions(src, cfg.Layout.ByteOrder, "exit")...)
 	count := countRow(h.storeRowKey(p.row))
 	if p.stacks() {
 		count = countStack(p.section, h, rows)
@@ -208,8 +222,8 @@ func countRow(storeKey asm.Instructions) asm.Instructions {
 }
 
 // countStack adds one to the counter of (section, kernel stack, drop
-// reason), inserting it on first use. Events that find the map full go to
-// the section's uncounted row.
+// reason, location), inserting it on first use. Events that find the map
+// full go to the section's uncounted row.
 func countStack(s Section, h hook, rows uint32) asm.Instructions {
 	insns := asm.Instructions{
 		asm.Mov.Reg(asm.R1, asm.R6),
@@ -225,6 +239,12 @@ func countStack(s Section, h hook, rows uint32) asm.Instructions {
 		insns = append(insns, asm.StoreMem(asm.R10, slotKey+8, asm.R1, asm.Word))
 	} else {
 		insns = append(insns, asm.StoreImm(asm.R10, slotKey+8, 0, asm.Word))
+	}
+	if location, ok := h.loadLocation(asm.R1); ok {
+		insns = append(insns, location...)
+		insns = append(insns, asm.StoreMem(asm.R10, slotKey+16, asm.R1, asm.DWord))
+	} else {
+		insns = append(insns, asm.StoreImm(asm.R10, slotKey+16, 0, asm.DWord))
 	}
 	insns = append(insns, lookupKey(stacksMap)...)
 	insns = append(insns, asm.JEq.Imm(asm.R0, 0, "insert"))
@@ -258,6 +278,9 @@ func Dump(w io.Writer, cfg Config) error {
 	pl, err := newPlan(cfg)
 	if err != nil {
 		return err
+	}
+	if cfg.Layout.IsSymbolic() {
+		fmt.Fprintf(w, "; struct offsets are symbolic: this kernel's are calibrated at start, which --dump-bpf does not do: %s\n", cfg.Layout.Describe())
 	}
 	for _, m := range pl.missing {
 		fmt.Fprintf(w, "; %s: not attached: %v\n", m.Probe, m.Err)

@@ -214,13 +214,17 @@ type RowCount struct {
 }
 
 // StackCount is how often a section's probe matched at one kernel stack (and
-// drop reason) in an interval.
+// drop reason, and location) in an interval.
 type StackCount struct {
 	Section   Section
 	StackID   int32 // negative: the stack could not be recorded (-errno)
 	Reason    uint32
 	HasReason bool
-	Count     uint64
+	// Location is the return address, in its caller, of the function that
+	// freed the skb (kfree_skb's location argument, and consume_skb's since
+	// Linux 6.3); 0 where the tracepoint has none.
+	Location uint64
+	Count    uint64
 }
 
 // Counts is one interval's worth of counts.
@@ -270,7 +274,7 @@ func (s *Set) Read() (Counts, error) {
 		if n := delta(s.prevStacks, key, per); n > 0 {
 			c.Stacks = append(c.Stacks, StackCount{
 				Section: Section(key.Section), StackID: key.StackID, Reason: key.Reason,
-				HasReason: s.hasReason(Section(key.Section)), Count: n,
+				HasReason: s.hasReason(Section(key.Section)), Location: key.Location, Count: n,
 			})
 		}
 	}

@@ -16,12 +16,12 @@ import (
 const (
 	slotArg   = -8  // the probe's struct sk_buff * or struct sock *
 	slotAvail = -16 // bytes Fetch may read from the network header on
-	slotKey   = -32 // count key (16 bytes)
-	slotOne   = -40 // the value 1, for a first map insert
-	slotFetch = -88 // filter.Source Fetch buffer
+	slotKey   = -40 // count key (a row's 4 bytes, a stackKey's 24)
+	slotOne   = -48 // the value 1, for a first map insert
+	slotFetch = -96 // filter.Source Fetch buffer
 	fetchSize = 48
 	// slotSynth holds the IP header a socket-level row makes up.
-	slotSynth = -136
+	slotSynth = -144
 	synthSize = 48
 	// The span of the probed struct lies below the buffers.
 	spanTop  = slotSynth
