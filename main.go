@@ -10,16 +10,19 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/urfave/cli/v2"
 	"github.com/vishvananda/netlink"
 
 	"github.com/skbstat/skbstat/filter"
+	"github.com/skbstat/skbstat/internal/lab"
 	"github.com/skbstat/skbstat/layout"
 	"github.com/skbstat/skbstat/progs"
 )
@@ -97,11 +100,12 @@ func flags() []cli.Flag {
 		&cli.BoolFlag{Name: "output", Usage: "trace skb output"},
 		&cli.BoolFlag{Name: "consume", Usage: "dump consume_skb backtrace"},
 		&cli.BoolFlag{Name: "no_drop", Aliases: []string{"no-drop"}, Usage: "don't dump kfree_skb backtrace"},
-		&cli.StringSliceFlag{Name: "func", Aliases: []string{"f"}, Usage: "also count kernel function `NAME` (one with a struct sk_buff * argument), in a FUNC section; repeatable"},
+		&cli.StringSliceFlag{Name: "func", Aliases: []string{"f"}, Usage: "also count kernel function `NAME[:N]` (one with a struct sk_buff * argument, N its position from 0: needed without BTF), in a FUNC section; repeatable"},
 		&cli.StringFlag{Name: "attach", Value: string(progs.Auto), Usage: "how kernel functions attach: auto, fentry, kprobe-multi or kprobe"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "say how each probe was attached, and why any was not"},
 		&cli.BoolFlag{Name: "dump-bpf", Usage: "print the generated BPF instructions of every program and exit"},
 		&cli.StringFlag{Name: "btf", Usage: "kernel BTF `FILE`, for kernels without /sys/kernel/btf/vmlinux"},
+		&cli.StringFlag{Name: "layout", Value: "auto", Usage: "where the kernel's layout comes from: btf (kernel BTF or --btf), calibrate (learnt from the running kernel at start) or auto (BTF where there is some, else calibrate)"},
 	}
 }
 
@@ -113,10 +117,11 @@ type options struct {
 	verbose  bool
 	dumpBPF  bool
 	btf      string
+	layout   string // btf, calibrate or auto
 }
 
 func parseOptions(c *cli.Context) (options, error) {
-	o := options{count: c.Int("count"), verbose: c.Bool("verbose"), dumpBPF: c.Bool("dump-bpf"), btf: c.String("btf")}
+	o := options{count: c.Int("count"), verbose: c.Bool("verbose"), dumpBPF: c.Bool("dump-bpf"), btf: c.String("btf"), layout: c.String("layout")}
 	if c.NArg() > 0 {
 		return o, usageError{fmt.Sprintf("unexpected argument %q", c.Args().First())}
 	}
@@ -144,6 +149,16 @@ func parseOptions(c *cli.Context) (options, error) {
 		if f.Ifindex, err = ifindex(name); err != nil {
 			return o, err
 		}
+		f.Ifname = name
+	}
+	switch o.layout {
+	case "btf", "auto":
+	case "calibrate":
+		if o.btf != "" {
+			return o, usageError{fmt.Sprintf("--layout calibrate: --btf %s gives the layout already", o.btf)}
+		}
+	default:
+		return o, usageError{fmt.Sprintf("--layout %s: not btf, calibrate or auto", o.layout)}
 	}
 	attach, err := progs.ParseMechanism(c.String("attach"))
 	if err != nil {
@@ -180,15 +195,70 @@ func ifindex(name string) (int, error) {
 	return 0, usageError{fmt.Sprintf("-I %s: no such network device (devices: %s)", name, strings.Join(names, ", "))}
 }
 
-func loadLayout(btfFile string) (*layout.Layout, error) {
-	if btfFile != "" {
-		l, err := layout.FromFile(btfFile)
+// chooseLayout returns the layout from BTF (the kernel's, or --btf's), or,
+// where it is to be calibrated, layout.Symbolic's stand-in, which serves
+// until calibration (and for --dump-bpf, which creates nothing in the
+// kernel, so does not calibrate).
+func chooseLayout(o options) (*layout.Layout, error) {
+	switch {
+	case o.btf != "":
+		l, err := layout.FromFile(o.btf)
 		if err != nil {
-			return nil, usageError{fmt.Sprintf("--btf %s: %v", btfFile, err)}
+			return nil, usageError{fmt.Sprintf("--btf %s: %v", o.btf, err)}
 		}
 		return l, nil
+	case o.layout == "calibrate":
+		return layout.Symbolic(), nil
 	}
-	return layout.Kernel()
+	l, err := layout.Kernel()
+	if errors.Is(err, btf.ErrNotSupported) && o.layout == "auto" {
+		return layout.Symbolic(), nil
+	}
+	return l, err
+}
+
+// calibrate learns the running kernel's layout and proves it, in a private
+// network namespace of its own (else on the host's loopback, said in one
+// line). Whatever could not be calibrated is said in one line each. The
+// caller closes the lab, which waits for calibration's programs to be
+// detached.
+func calibrate(warn io.Writer, verbose bool) (_ *layout.Layout, _ *lab.Lab, err error) {
+	lb, err := lab.Open()
+	if err != nil {
+		return nil, nil, fmt.Errorf("calibration: %w (pass --btf FILE with this kernel's BTF instead)", err)
+	}
+	defer func() {
+		if err != nil {
+			lb.Close()
+		}
+	}()
+	if !lb.Private {
+		fmt.Fprintf(warn, "skbstat: calibrating on the host's loopback (port %d): %v\n", lb.ClosedPort, lb.Fallback)
+	}
+	l, err := layout.Calibrate(lb)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, m := range l.Calibration.Missing {
+		fmt.Fprintf(warn, "skbstat: not calibrated: %s\n", m)
+	}
+	// Calibration's records and the proof's programs are garbage at once:
+	// collected now, their memory serves what follows, on machines where
+	// memory is short, rather than adding to the peak.
+	runtime.GC()
+	if err := progs.Prove(l, lb); err != nil {
+		return nil, nil, err
+	}
+	runtime.GC()
+	if verbose {
+		where := "in a private network namespace"
+		if !lb.Private {
+			where = "on the host's loopback"
+		}
+		fmt.Fprintf(warn, "skbstat: layout: calibrated in %v %s, and proven: %s\n",
+			l.Calibration.Took.Round(10*time.Microsecond), where, l.Describe())
+	}
+	return l, lb, nil
 }
 
 func action(c *cli.Context) error {
@@ -196,7 +266,7 @@ func action(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if o.cfg.Layout, err = loadLayout(o.btf); err != nil {
+	if o.cfg.Layout, err = chooseLayout(o); err != nil {
 		return err
 	}
 	for _, fn := range o.cfg.Funcs {
@@ -209,6 +279,18 @@ func action(c *cli.Context) error {
 	}
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return fmt.Errorf("raise the locked-memory limit: %w (run as root, or with CAP_BPF and CAP_PERFMON)", err)
+	}
+	var lb *lab.Lab
+	if o.cfg.Layout.IsSymbolic() {
+		if o.cfg.Layout, lb, err = calibrate(c.App.ErrWriter, o.verbose); err != nil {
+			return err
+		}
+		defer lb.Close()
+		if o.cfg.Filter.Ifindex != 0 && o.cfg.Layout.NetDevice.Ifindex.Size == 0 {
+			return fmt.Errorf("-I %s: net_device's ifindex could not be calibrated (see above): pass --btf FILE with this kernel's BTF", o.cfg.Filter.Ifname)
+		}
+	} else if o.verbose {
+		fmt.Fprintf(c.App.ErrWriter, "skbstat: layout: %s\n", o.cfg.Layout.Source)
 	}
 	// Signals are caught before anything is attached, so that none can
 	// leave a program behind.
@@ -224,6 +306,9 @@ func action(c *cli.Context) error {
 		return err
 	}
 	defer set.Close()
+	if lb != nil {
+		lb.Close() // nothing of calibration's is left once tracing starts
+	}
 	report(c.App.ErrWriter, set, o.verbose)
 
 	r := newRenderer(o.cfg, c.App.ErrWriter)
