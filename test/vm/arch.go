@@ -81,16 +81,33 @@ func BuildStatic(ctx context.Context, k Kernel, pkg, dir string) (string, error)
 	if err != nil {
 		return "", fmt.Errorf("build %s for %s: %w", pkg, k, err)
 	}
-	v, _ := builds.LoadOrStore(buildKey{pkg, k.Arch, dir}, &build{})
+	return buildOnce(ctx, a, k.Arch, pkg, dir, "build")
+}
+
+// BuildTest cross-compiles the tests of Go package pkg into a static test
+// binary for k's architecture in dir, as BuildStatic builds a command, so
+// that a package's tests can run inside the VM.
+func BuildTest(ctx context.Context, k Kernel, pkg, dir string) (string, error) {
+	a, err := lookupArch(k.Arch)
+	if err != nil {
+		return "", fmt.Errorf("build the tests of %s for %s: %w", pkg, k, err)
+	}
+	return buildOnce(ctx, a, k.Arch, pkg, dir, "test")
+}
+
+// buildOnce runs go build (or go test -c, for kind "test") once per
+// package, architecture and directory.
+func buildOnce(ctx context.Context, a arch, archName, pkg, dir, kind string) (string, error) {
+	v, _ := builds.LoadOrStore(buildKey{pkg, archName, dir, kind}, &build{})
 	b := v.(*build)
-	b.once.Do(func() { b.path, b.err = goBuild(ctx, a, k.Arch, pkg, dir) })
+	b.once.Do(func() { b.path, b.err = goBuild(ctx, a, archName, pkg, dir, kind) })
 	return b.path, b.err
 }
 
 // builds holds BuildStatic's builds by buildKey.
 var builds sync.Map
 
-type buildKey struct{ pkg, arch, dir string }
+type buildKey struct{ pkg, arch, dir, kind string }
 
 type build struct {
 	once sync.Once
@@ -98,9 +115,14 @@ type build struct {
 	err  error
 }
 
-func goBuild(ctx context.Context, a arch, archName, pkg, dir string) (string, error) {
+func goBuild(ctx context.Context, a arch, archName, pkg, dir, kind string) (string, error) {
 	out := filepath.Join(dir, filepath.Base(pkg)+"-"+archName)
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
+	args := []string{"build"}
+	if kind == "test" {
+		out += ".test"
+		args = []string{"test", "-c"}
+	}
+	cmd := exec.CommandContext(ctx, "go", append(args, "-trimpath", "-ldflags=-s -w", "-o", out, pkg)...)
 	cmd.Env = append(append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux"), a.goEnv...)
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build %s for %s: %w\n%s", pkg, archName, err, msg)
