@@ -2,7 +2,6 @@ package layout
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"time"
 
@@ -108,6 +107,9 @@ func calibrationPackets(lb *lab.Lab) []lab.Packet {
 
 const udpHeaderLen = 8
 
+// udpPayload is where a UDP datagram's payload starts in its Ethernet frame.
+func udpPayload(ipv6 bool) uint32 { return ethHeaderLen + ipHeaderLen(ipv6) + udpHeaderLen }
+
 // calibrator runs the two calibration passes.
 type calibrator struct {
 	lab      *lab.Lab
@@ -201,7 +203,8 @@ func (c *calibrator) findNet(l *Layout, sk Field, sc *SockCommon, first []sample
 // as samples. own recognizes a packet's record by its magic payload: the
 // tracepoint is global, and other packets of the same length may pass it.
 func (c *calibrator) pass(ws []window, own func(sample) bool) ([]sample, error) {
-	r := &recorder{skb: c.skb, len: c.len, ptrSize: c.s.ptrSize, windows: ws, minLen: firstLen, kinds: uint32(len(c.packets))}
+	r := &recorder{skb: c.skb, len: c.len, ptrSize: c.s.ptrSize, windows: ws, minLen: firstLen, kinds: uint32(len(c.packets)),
+		magic: c.lab.Magic[:], order: c.s.order, magicAt: []uint32{udpPayload(false), udpPayload(true)}}
 	rec, err := r.start(calibrationGroup, calibrationName)
 	if err != nil {
 		return nil, err
@@ -216,20 +219,29 @@ func (c *calibrator) pass(ws []window, own func(sample) bool) ([]sample, error) 
 	var samples []sample
 	for k, p := range c.packets {
 		sm := c.sample(p)
-		rc, found, err := rec.find(uint32(k), func(rc record) bool {
-			sm.rec = rc
-			return own(sm)
-		})
+		rc, found, err := rec.record(uint32(k))
 		if err != nil {
 			return nil, err
 		}
-		if !found {
-			return nil, errors.New("a calibration packet did not pass " + calibrationGroup + ":" + calibrationName)
-		}
 		sm.rec = rc
+		if !found || !own(sm) {
+			return nil, fmt.Errorf("calibration packet %d (%s) was not seen at %s:%s", k, describe(p), calibrationGroup, calibrationName)
+		}
 		samples = append(samples, sm)
 	}
 	return samples, nil
+}
+
+// describe names packet p for messages.
+func describe(p lab.Packet) string {
+	family, via := "IPv4", "over lo"
+	if p.IPv6 {
+		family = "IPv6"
+	}
+	if p.Via != nil {
+		via = "through " + p.Via.Name
+	}
+	return fmt.Sprintf("%s %s, %d bytes, %d paged", family, via, p.Payload, p.Paged)
 }
 
 // isOwn reports whether one of the pointers of sm's record points at its

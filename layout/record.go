@@ -31,6 +31,11 @@ type recorder struct {
 	windows []window
 	minLen  uint32
 	kinds   uint32
+	// magic is what the lab's payloads start with, magicAt where that is
+	// in a frame; order, how the kernel loads it.
+	magic   []byte
+	magicAt []uint32
+	order   binary.ByteOrder
 }
 
 // A record is what a recorder copied for one packet: each window's bytes,
@@ -59,12 +64,16 @@ func (r *recorder) dataOffsets() (offsets []uint32, size uint32) {
 
 // Stack slots of the recorder.
 const (
-	recSlotKey = -8
-	recSlotPtr = -16
+	recSlotCPU  = -4
+	recSlotKind = -8
+	recSlotPtr  = -16
 )
 
-// program is the recorder's code: find the record for this CPU and length,
-// store the skb address, then make every copy.
+// program is the recorder's code: in this CPU's scratch record, store the
+// skb address and make every copy; if one of the copies holds the lab's
+// magic payload, keep the record as the one of this packet kind. Other
+// calibrating skbstat instances send packets of the same lengths: theirs
+// have other magic.
 func (r *recorder) program() asm.Instructions {
 	loadSize := func(n uint32) asm.Size {
 		if n == 4 {
@@ -77,18 +86,18 @@ func (r *recorder) program() asm.Instructions {
 		asm.LoadMem(asm.R8, asm.R6, int16(r.len.Offset), asm.Word),
 		asm.Sub.Imm(asm.R8, int32(r.minLen)),
 		asm.JGE.Imm(asm.R8, int32(r.kinds), "exit"),
+		asm.StoreMem(asm.R10, recSlotKind, asm.R8, asm.Word),
 		asm.FnGetSmpProcessorId.Call(),
-		asm.Mul.Imm(asm.R0, int32(r.kinds)),
-		asm.Add.Reg(asm.R0, asm.R8),
-		asm.StoreMem(asm.R10, recSlotKey, asm.R0, asm.Word),
-		asm.LoadMapPtr(asm.R1, 0).WithReference("records"),
+		asm.StoreMem(asm.R10, recSlotCPU, asm.R0, asm.Word),
+		asm.LoadMapPtr(asm.R1, 0).WithReference("scratch"),
 		asm.Mov.Reg(asm.R2, asm.R10),
-		asm.Add.Imm(asm.R2, recSlotKey),
+		asm.Add.Imm(asm.R2, recSlotCPU),
 		asm.FnMapLookupElem.Call(),
 		asm.JEq.Imm(asm.R0, 0, "exit"),
 		asm.Mov.Reg(asm.R7, asm.R0),
 		asm.LoadMem(asm.R1, asm.R6, int16(r.skb.Offset), loadSize(r.skb.Size)),
 		asm.StoreMem(asm.R7, 0, asm.R1, asm.DWord),
+		asm.Mov.Imm(asm.R9, 0), // the magic was seen
 	}
 	offsets, _ := r.dataOffsets()
 	for i, w := range r.windows {
@@ -113,25 +122,62 @@ func (r *recorder) program() asm.Instructions {
 			asm.Add.Imm(asm.R1, int32(offsets[i])),
 			asm.Mov.Imm(asm.R2, int32(w.size)),
 			asm.FnProbeReadKernel.Call(),
-			asm.StoreMem(asm.R7, r.statusOffset(i), asm.R0, asm.Word).WithSymbol(done),
+			asm.JNE.Imm(asm.R0, 0, done),
 		)
+		insns = append(insns, r.seeMagic(offsets[i], w.size, fmt.Sprintf("magic%d", i))...)
+		insns = append(insns, asm.StoreMem(asm.R7, r.statusOffset(i), asm.R0, asm.Word).WithSymbol(done))
 	}
 	return append(insns,
+		asm.JEq.Imm(asm.R9, 0, "exit"),
+		asm.LoadMapPtr(asm.R1, 0).WithReference("records"),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, recSlotKind),
+		asm.Mov.Reg(asm.R3, asm.R7),
+		asm.Mov.Imm(asm.R4, int32(ebpf.UpdateAny)),
+		asm.FnMapUpdateElem.Call(),
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("exit"),
 		asm.Return(),
 	)
+}
+
+// seeMagic sets R9 if the window copied to the record at off holds the
+// magic where an IPv4 or IPv6 frame's UDP payload starts, compared two
+// bytes at a time (strict-alignment kernels allow no wider loads there).
+// It leaves R0 alone and clobbers R1 and R2.
+func (r *recorder) seeMagic(off, size uint32, label string) asm.Instructions {
+	var insns asm.Instructions
+	for j, at := range r.magicAt {
+		if at+uint32(len(r.magic)) > size {
+			continue
+		}
+		next := fmt.Sprintf("%s_%d", label, j)
+		// Records are larger than a load's 16-bit offset reaches.
+		insns = append(insns, asm.Mov.Reg(asm.R2, asm.R7), asm.Add.Imm(asm.R2, int32(off+at)))
+		for k := 0; k+1 < len(r.magic); k += 2 {
+			insns = append(insns,
+				asm.LoadMem(asm.R1, asm.R2, int16(k), asm.Half),
+				asm.JNE.Imm(asm.R1, int32(r.order.Uint16(r.magic[k:])), next),
+			)
+		}
+		insns = append(insns,
+			asm.Mov.Imm(asm.R9, 1),
+			asm.Mov.Reg(asm.R0, asm.R0).WithSymbol(next),
+		)
+	}
+	return insns
 }
 
 const efault = 14
 
 // recording is an attached recorder.
 type recording struct {
-	r      *recorder
-	m      *ebpf.Map
-	prog   *ebpf.Program
-	link   link.Link
-	ncpu   int
-	record uint32 // value size
+	r    *recorder
+	m    *ebpf.Map // the records, by packet kind
+	buf  *ebpf.Map // per CPU, the record being made
+	prog *ebpf.Program
+	link link.Link
+	ncpu int
+	size uint32 // of a record
 }
 
 // start loads the recorder and attaches it to its tracepoint, whose format
@@ -142,21 +188,27 @@ func (r *recorder) start(group, name string) (_ *recording, err error) {
 		return nil, err
 	}
 	_, size := r.dataOffsets()
-	rec := &recording{r: r, ncpu: ncpu, record: size}
+	rec := &recording{r: r, ncpu: ncpu, size: size}
 	defer func() {
 		if err != nil {
 			rec.close()
 		}
 	}()
-	rec.m, err = ebpf.NewMap(&ebpf.MapSpec{
-		Name: "skbstat_calib", Type: ebpf.Array, KeySize: 4, ValueSize: size,
-		MaxEntries: uint32(ncpu) * r.kinds,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("record map: %w", err)
+	// Not per-CPU maps: their values may not exceed 32 KiB.
+	for _, m := range []struct {
+		m       **ebpf.Map
+		entries int
+	}{{&rec.m, int(r.kinds)}, {&rec.buf, ncpu}} {
+		*m.m, err = ebpf.NewMap(&ebpf.MapSpec{Name: "skbstat_calib", Type: ebpf.Array, KeySize: 4, ValueSize: size, MaxEntries: uint32(m.entries)})
+		if err != nil {
+			return nil, fmt.Errorf("calibration record map: %w", err)
+		}
 	}
 	insns := r.program()
 	if err := insns.AssociateMap("records", rec.m); err != nil {
+		return nil, err
+	}
+	if err := insns.AssociateMap("scratch", rec.buf); err != nil {
 		return nil, err
 	}
 	rec.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
@@ -172,31 +224,20 @@ func (r *recorder) start(group, name string) (_ *recording, err error) {
 	return rec, nil
 }
 
-// find returns the record of packet kind k that own recognizes, among
-// those the CPUs made last. The record's windows are slices of one buffer,
-// reused until a record is found: calibration runs on machines with little
-// memory.
-func (rec *recording) find(k uint32, own func(record) bool) (record, bool, error) {
-	buf := make([]byte, rec.record)
+// record returns the record of packet kind k, if its packet was seen.
+func (rec *recording) record(k uint32) (record, bool, error) {
+	buf := make([]byte, rec.size)
+	if err := rec.m.Lookup(k, buf); err != nil {
+		return record{}, false, fmt.Errorf("read calibration record: %w", err)
+	}
+	r := record{skbaddr: binary.NativeEndian.Uint64(buf), windows: make([][]byte, len(rec.r.windows))}
 	offsets, _ := rec.r.dataOffsets()
-	for cpu := 0; cpu < rec.ncpu; cpu++ {
-		if err := rec.m.Lookup(uint32(cpu)*rec.r.kinds+k, buf); err != nil {
-			return record{}, false, fmt.Errorf("read calibration record: %w", err)
-		}
-		r := record{skbaddr: binary.NativeEndian.Uint64(buf), windows: make([][]byte, len(rec.r.windows))}
-		if r.skbaddr == 0 {
-			continue
-		}
-		for i, w := range rec.r.windows {
-			if binary.NativeEndian.Uint32(buf[rec.r.statusOffset(i):]) == 0 {
-				r.windows[i] = buf[offsets[i] : offsets[i]+w.size : offsets[i]+w.size]
-			}
-		}
-		if own(r) {
-			return r, true, nil
+	for i, w := range rec.r.windows {
+		if binary.NativeEndian.Uint32(buf[rec.r.statusOffset(i):]) == 0 {
+			r.windows[i] = buf[offsets[i] : offsets[i]+w.size : offsets[i]+w.size]
 		}
 	}
-	return record{}, false, nil
+	return r, r.skbaddr != 0, nil
 }
 
 // close detaches and unloads the recorder.
@@ -209,5 +250,8 @@ func (rec *recording) close() {
 	}
 	if rec.m != nil {
 		rec.m.Close()
+	}
+	if rec.buf != nil {
+		rec.buf.Close()
 	}
 }

@@ -60,11 +60,9 @@ type probe struct {
 	rank    int    // print order within the section
 	// fromData: the kernel has not set skb->network_header yet here.
 	fromData bool
-	// filter, where set, replaces cfg.Filter for this probe (proofs).
-	filter *filter.Filter
-	hooks  []func() (hook, error) // a tracepoint's hooks, best first
-	fn     *funcTarget            // a kernel function's
-	row    uint32                 // counter index, for row sections
+	hooks    []func() (hook, error) // a tracepoint's hooks, best first
+	fn       *funcTarget            // a kernel function's
+	row      uint32                 // counter index, for row sections
 }
 
 func (p *probe) stacks() bool { return p.section == Consume || p.section == Drop }
@@ -160,27 +158,34 @@ func program(p *probe, h hook, cfg Config, rows uint32) (asm.Instructions, error
 	if err != nil {
 		return nil, err
 	}
-	insns := asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1).WithSource(asm.Comment(fmt.Sprintf("%s, %s", p.name, h.mechanism())))}
-	insns = append(insns, h.loadArg(asm.R1)...)
-	insns = append(insns,
-		asm.JEq.Imm(asm.R1, 0, "exit"),
-		asm.StoreMem(asm.R10, slotArg, asm.R1, asm.DWord),
-	)
-	f := cfg.Filter
-	if p.filter != nil {
-		f = *p.filter
-	}
-	insns = append(insns, f.Instructions(src, cfg.Layout.ByteOrder, "exit")...)
-	count := countRow(h.storeRowKey(p.row))
+	insns := prologue(p.name, h)
+	insns = append(insns, cfg.Filter.Instructions(src, cfg.Layout.ByteOrder, "exit")...)
+	count := countRow(h.storeRowKey(p.row), "exit")
 	if p.stacks() {
 		count = countStack(p.section, h, rows)
 	}
 	count[0] = count[0].WithSource(asm.Comment("count"))
 	insns = append(insns, count...)
+	return append(insns, epilogue()...), nil
+}
+
+// prologue keeps the context in R6 and the probed pointer at slotArg, and
+// exits where the pointer is NULL.
+func prologue(name string, h hook) asm.Instructions {
+	insns := asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1).WithSource(asm.Comment(fmt.Sprintf("%s, %s", name, h.mechanism())))}
+	insns = append(insns, h.loadArg(asm.R1)...)
 	return append(insns,
+		asm.JEq.Imm(asm.R1, 0, "exit"),
+		asm.StoreMem(asm.R10, slotArg, asm.R1, asm.DWord),
+	)
+}
+
+// epilogue is where every program ends: the label "exit".
+func epilogue() asm.Instructions {
+	return asm.Instructions{
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("exit"),
 		asm.Return(),
-	), nil
+	}
 }
 
 // source is how p's program reaches the packet: through the skb, or, at
@@ -213,11 +218,12 @@ func increment() asm.Instructions {
 	}
 }
 
-// countRow adds one to the row counter whose index storeKey writes.
-func countRow(storeKey asm.Instructions) asm.Instructions {
+// countRow adds one to the row counter whose index storeKey writes, and
+// goes on at done where there is no such counter.
+func countRow(storeKey asm.Instructions, done string) asm.Instructions {
 	insns := append(asm.Instructions{}, storeKey...)
 	insns = append(insns, lookupKey(rowsMap)...)
-	insns = append(insns, asm.JEq.Imm(asm.R0, 0, "exit"))
+	insns = append(insns, asm.JEq.Imm(asm.R0, 0, done))
 	return append(insns, increment()...)
 }
 
@@ -267,7 +273,7 @@ func countStack(s Section, h hook, rows uint32) asm.Instructions {
 	insns = append(insns, asm.JEq.Imm(asm.R0, 0, "full"))
 	insns = append(insns, increment()...)
 	insns = append(insns, asm.Ja.Label("exit"))
-	full := countRow(rowImmediate{}.storeRowKey(uncountedRow(rows, s)))
+	full := countRow(rowImmediate{}.storeRowKey(uncountedRow(rows, s)), "exit")
 	full[0] = full[0].WithSymbol("full")
 	return append(insns, full...)
 }

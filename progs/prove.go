@@ -2,8 +2,13 @@ package progs
 
 import (
 	"fmt"
+	"io"
 	"net/netip"
+	"slices"
 	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 
 	"github.com/skbstat/skbstat/filter"
 	"github.com/skbstat/skbstat/internal/lab"
@@ -14,43 +19,49 @@ import (
 // the proof's packets it must count and the layout fields its verdicts
 // depend on.
 type check struct {
-	section Section
-	group   string
-	name    string
-	filter  filter.Filter
-	want    uint64
-	fields  string
+	group  string
+	name   string
+	filter filter.Filter
+	want   uint64
+	fields string
 }
 
-// Prove runs the programs skbstat generates for layout l, as they would
-// run for the user's filters, on packets of the lab whose verdicts are
+// Prove runs the code skbstat generates for layout l, the filters and the
+// Source that user filters get, on packets of the lab whose verdicts are
 // known: every check must count exactly its packets, no more, no fewer.
 // Checks go from the fewest fields to the most, so the first that fails
 // names the fields to blame. Wrong counts are worse than none: a layout
 // that fails is not used.
-func Prove(l *layout.Layout, lb *lab.Lab) error {
+//
+// The checks at one tracepoint share one program, each with its own
+// counter: the kernel attaches at most 64 programs to a tracepoint through
+// perf events, and other skbstat instances may be proving at the same time.
+func Prove(l *layout.Layout, lb *lab.Lab) (err error) {
 	packets, checks := proof(l, lb)
-	cfg := Config{Layout: l, Drop: true}
-	var ps []*probe
-	for i, c := range checks {
-		f := c.filter
-		ps = append(ps, &probe{section: c.section, name: fmt.Sprintf("check%d", i), prog: "skbstat_proof",
-			fromData: c.name == "netif_receive_skb", filter: &f, hooks: tracepointHooks(l, c.group, c.name)})
-	}
-	set, err := load(cfg, plan{probes: ps})
+	rows, err := ebpf.NewMap(&ebpf.MapSpec{Name: rowsMap, Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: uint32(len(checks))})
 	if err != nil {
-		return fmt.Errorf("load the proof programs: %w", err)
+		return fmt.Errorf("proof counters: %w", err)
 	}
-	defer lb.Later(func() { set.Close() })
-	if len(set.Skipped) > 0 {
-		return fmt.Errorf("attach the proof programs: %s: %v", set.Skipped[0].Probe, set.Skipped[0].Err)
+	var attached []io.Closer
+	defer lb.Later(func() {
+		for _, c := range attached {
+			c.Close()
+		}
+		rows.Close()
+	})
+	for _, tp := range proofTracepoints(checks) {
+		closers, err := attachProof(l, rows, tp, checks)
+		attached = append(attached, closers...)
+		if err != nil {
+			return fmt.Errorf("attach the proof program at %s:%s: %w", tp.group, tp.name, err)
+		}
 	}
 	for _, p := range packets {
 		if err := lb.Send(p); err != nil {
 			return fmt.Errorf("send a proof packet: %w", err)
 		}
 	}
-	got, err := proofCounts(set, checks)
+	got, err := proofCounts(rows, checks)
 	if err != nil {
 		return err
 	}
@@ -63,41 +74,110 @@ func Prove(l *layout.Layout, lb *lab.Lab) error {
 	return nil
 }
 
-// proofCounts reads until every check has counted what it must, or for
-// at most a second (the lab's packets are handled before their send
-// returns, except where a softirq runs them on another CPU).
-func proofCounts(set *Set, checks []check) ([]uint64, error) {
-	got := make([]uint64, len(checks))
-	deadline := time.Now().Add(time.Second)
-	for {
-		c, err := set.Read()
+// tracepoint names one.
+type tracepoint struct{ group, name string }
+
+func proofTracepoints(checks []check) []tracepoint {
+	var tps []tracepoint
+	for _, c := range checks {
+		if tp := (tracepoint{c.group, c.name}); !slices.Contains(tps, tp) {
+			tps = append(tps, tp)
+		}
+	}
+	return tps
+}
+
+// attachProof loads the program of the checks at tp and attaches it with the
+// first of the tracepoint's hooks that works, and returns what to close.
+func attachProof(l *layout.Layout, rows *ebpf.Map, tp tracepoint, checks []check) ([]io.Closer, error) {
+	var errs attempts
+	for _, resolve := range tracepointHooks(l, tp.group, tp.name) {
+		h, err := resolve()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		insns, err := proofProgram(l, h, tp, checks)
 		if err != nil {
 			return nil, err
 		}
-		for _, r := range c.Rows {
-			var i int
-			fmt.Sscanf(r.Name, "check%d", &i)
-			got[i] += r.Count
+		if err := insns.AssociateMap(rowsMap, rows); err != nil {
+			return nil, err
 		}
-		for _, st := range c.Stacks {
-			for i, ch := range checks {
-				if ch.section == st.Section {
-					got[i] += st.Count
-				}
+		spec := &ebpf.ProgramSpec{Name: "skbstat_proof", Instructions: insns, License: "GPL"}
+		h.configure(spec)
+		prog, err := loadProgram(spec, nil)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: load: %w", h.mechanism(), err))
+			continue
+		}
+		lk, err := h.attach(prog)
+		if err != nil {
+			prog.Close()
+			errs = append(errs, fmt.Errorf("%s: attach: %w", h.mechanism(), err))
+			continue
+		}
+		return []io.Closer{lk, prog}, nil
+	}
+	return nil, errs
+}
+
+// proofProgram runs each check at tp in turn: its filter, and on a match
+// its counter, the row of its index.
+func proofProgram(l *layout.Layout, h hook, tp tracepoint, checks []check) (asm.Instructions, error) {
+	insns := prologue(tp.group+":"+tp.name, h)
+	next := "check_start"
+	for i, c := range checks {
+		if c.group != tp.group || c.name != tp.name {
+			continue
+		}
+		src, err := newSkbSource(l, tp.name == "netif_receive_skb")
+		if err != nil {
+			return nil, err
+		}
+		// R6 holds the context: the one register every path has set.
+		insns = append(insns, asm.Mov.Reg(asm.R6, asm.R6).WithSymbol(next))
+		next = fmt.Sprintf("check_after%d", i)
+		insns = append(insns, c.filter.Instructions(src, l.ByteOrder, next)...)
+		insns = append(insns, countRow(rowImmediate{}.storeRowKey(uint32(i)), next)...)
+	}
+	insns = append(insns, asm.Mov.Reg(asm.R6, asm.R6).WithSymbol(next))
+	return append(insns, epilogue()...), nil
+}
+
+// proofCounts reads until every check has counted what it must, or for
+// at most a second (the lab's packets are handled before their send
+// returns, except where a softirq runs them on another CPU).
+func proofCounts(rows *ebpf.Map, checks []check) ([]uint64, error) {
+	got := make([]uint64, len(checks))
+	per := make([]uint64, ebpf.MustPossibleCPU())
+	read := func() (done bool, err error) {
+		done = true
+		for i, c := range checks {
+			if err := rows.Lookup(uint32(i), &per); err != nil {
+				return false, fmt.Errorf("read proof counter: %w", err)
 			}
+			got[i] = 0
+			for _, v := range per {
+				got[i] += v
+			}
+			done = done && got[i] >= c.want
 		}
-		done := true
-		for i, ch := range checks {
-			done = done && got[i] >= ch.want
+		return done, nil
+	}
+	for deadline := time.Now().Add(time.Second); ; time.Sleep(5 * time.Millisecond) {
+		done, err := read()
+		if err != nil {
+			return nil, err
 		}
 		if done || time.Now().After(deadline) {
-			// One more read: a check that counts more than it must
-			// would show it now.
-			time.Sleep(10 * time.Millisecond)
-			return got, nil
+			break
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
+	// Once more: a check that counts more than it must would show it now.
+	time.Sleep(10 * time.Millisecond)
+	_, err := read()
+	return got, err
 }
 
 const (
@@ -120,42 +200,43 @@ func proof(l *layout.Layout, lb *lab.Lab) ([]lab.Packet, []check) {
 			lab.Packet{Via: a, Payload: size(false)},
 			lab.Packet{Via: a, Payload: size(false) + pagedProof, Paged: pagedProof},
 			lab.Packet{Via: b, Payload: size(false)})
+		// The packet over lo is from a.Local, too.
+		add(check{"net", "net_dev_queue", filter.Filter{Src: prefix(a.Local), Proto: udp}, 3, skbFields})
+		add(check{"net", "net_dev_queue", filter.Filter{Dst: prefix(b.Peer)}, 1, skbFields})
+		add(check{"net", "net_dev_queue", filter.Filter{Src: prefix(a.Local), Sport: ports(lb.Port), Dport: ports(lb.PeerPort)}, 2, skbFields})
+		add(check{"net", "net_dev_queue", filter.Filter{Src: prefix(a.Local), Dport: ports(lb.PeerPort + 1)}, 0, skbFields})
+		if lb.IPv6 {
+			packets = append(packets, lab.Packet{Via: a, IPv6: true, Payload: size(true)})
+			add(check{"net", "net_dev_queue", filter.Filter{Addr: prefix(a.Peer6), Proto: udp, Dport: ports(lb.PeerPort)}, 1, skbFields + " (IPv6)"})
+		}
 		if l.NetDevice.Ifindex.Size != 0 {
-			// With an address too: the kernel sends packets of its own through
-			// the devices (IPv6 neighbour discovery, MLD reports).
+			// With an address too, which the checks above proved: the
+			// kernel sends packets of its own through the devices (IPv6
+			// neighbour discovery, MLD reports).
 			dev := func(d *lab.Device, src netip.Addr) filter.Filter {
 				return filter.Filter{Ifindex: d.Index, Ifname: d.Name, Src: prefix(src)}
 			}
-			add(check{Egress, "net", "net_dev_queue", dev(a, a.Local), 2, "skb->dev, net_device ifindex"})
-			add(check{Egress, "net", "net_dev_queue", dev(b, b.Local), 1, "skb->dev, net_device ifindex"})
-			add(check{Egress, "net", "net_dev_queue", dev(b, a.Local), 0, "skb->dev, net_device ifindex"})
-		}
-		// The packet over lo is from a.Local, too.
-		add(check{Egress, "net", "net_dev_queue", filter.Filter{Src: prefix(a.Local), Proto: udp}, 3, skbFields})
-		add(check{Egress, "net", "net_dev_queue", filter.Filter{Dst: prefix(b.Peer)}, 1, skbFields})
-		add(check{Egress, "net", "net_dev_queue", filter.Filter{Src: prefix(a.Local), Sport: ports(lb.Port), Dport: ports(lb.PeerPort)}, 2, skbFields})
-		add(check{Egress, "net", "net_dev_queue", filter.Filter{Src: prefix(a.Local), Dport: ports(lb.PeerPort + 1)}, 0, skbFields})
-		if lb.IPv6 {
-			packets = append(packets, lab.Packet{Via: a, IPv6: true, Payload: size(true)})
-			add(check{Egress, "net", "net_dev_queue", filter.Filter{Addr: prefix(a.Peer6), Proto: udp, Dport: ports(lb.PeerPort)}, 1, skbFields + " (IPv6)"})
+			add(check{"net", "net_dev_queue", dev(a, a.Local), 2, "skb->dev, net_device ifindex"})
+			add(check{"net", "net_dev_queue", dev(b, b.Local), 1, "skb->dev, net_device ifindex"})
+			add(check{"net", "net_dev_queue", dev(b, a.Local), 0, "skb->dev, net_device ifindex"})
 		}
 	}
 	packets = append(packets, lab.Packet{Payload: size(false)})
 	lo := func(a netip.Addr) filter.Filter {
 		return filter.Filter{Dst: prefix(a), Sport: ports(lb.LoPort), Dport: ports(lb.ClosedPort), Proto: udp}
 	}
-	add(check{Egress, "net", "net_dev_queue", lo(lb.Lo), 1, skbFields})
+	add(check{"net", "net_dev_queue", lo(lb.Lo), 1, skbFields})
 	rx := lo(lb.Lo)
 	if lb.Private && l.NetDevice.Ifindex.Size != 0 {
 		rx.Ifindex, rx.Ifname = 1, "lo" // the lab namespace's own lo
 	}
-	add(check{Ingress, "net", "netif_receive_skb", rx, 1, skbFields + " (at net:netif_receive_skb)"})
+	add(check{"net", "netif_receive_skb", rx, 1, skbFields + " (at net:netif_receive_skb)"})
 	drops := filter.Filter{Sport: ports(lb.LoPort), Dport: ports(lb.ClosedPort), Proto: udp}
 	if lb.IPv6 {
 		packets = append(packets, lab.Packet{IPv6: true, Payload: size(true)})
-		add(check{Ingress, "net", "netif_receive_skb", lo(lb.Lo6), 1, skbFields + " (IPv6, at net:netif_receive_skb)"})
+		add(check{"net", "netif_receive_skb", lo(lb.Lo6), 1, skbFields + " (IPv6, at net:netif_receive_skb)"})
 	}
-	add(check{Drop, "skb", "kfree_skb", drops, 1 + uint64(btoi(lb.IPv6)), skbFields + " (at skb:kfree_skb)"})
+	add(check{"skb", "kfree_skb", drops, 1 + uint64(btoi(lb.IPv6)), skbFields + " (at skb:kfree_skb)"})
 	return packets, checks
 }
 
