@@ -250,7 +250,8 @@ func countStack(s Section, h hook, rows uint32) asm.Instructions {
 		insns = append(insns, location...)
 		insns = append(insns, asm.StoreMem(asm.R10, slotKey+16, asm.R1, asm.DWord))
 	} else {
-		insns = append(insns, asm.StoreImm(asm.R10, slotKey+16, 0, asm.DWord))
+		// Two words: asm has no valid encoding of an 8-byte immediate store.
+		insns = append(insns, asm.StoreImm(asm.R10, slotKey+16, 0, asm.Word), asm.StoreImm(asm.R10, slotKey+20, 0, asm.Word))
 	}
 	insns = append(insns, lookupKey(stacksMap)...)
 	insns = append(insns, asm.JEq.Imm(asm.R0, 0, "insert"))

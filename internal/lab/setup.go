@@ -42,7 +42,7 @@ func (l *Lab) configure() error {
 	l.Lo, l.Lo6 = netip.AddrFrom4([4]byte{127, 0, 0, 1}), netip.IPv6Loopback()
 	for i := 0; i < devices; i++ {
 		d := newDevice(i, r)
-		err := addDevice(h, d, l.IPv6)
+		err := addDevice(h, d, l.IPv6, i%2 == 1)
 		if errors.Is(err, errNoDeviceKind) {
 			// lo alone still serves everything but -I.
 			l.Devices, l.NoDevices = nil, err
@@ -86,27 +86,24 @@ func newDevice(i int, r [32]byte) Device {
 }
 
 // addDevice makes d, up with its addresses: a dummy device, which frees
-// what it is given, else (without CONFIG_DUMMY) one end of a veth pair,
-// whose other end drops what it receives, since it is addressed to another
-// host. Neither resolves neighbours (dummy devices are IFF_NOARP, and the
-// veth ends are made so), so a packet to the peer address leaves at once.
-func addDevice(h *netlink.Handle, d Device, ipv6 bool) error {
-	attrs := netlink.LinkAttrs{Name: d.Name, Index: d.Index}
-	var link netlink.Link = &netlink.Dummy{LinkAttrs: attrs}
-	err := h.LinkAdd(link)
+// what it is given, or one end of a veth pair, whose other end drops what
+// it receives, since it is addressed to another host; the kind preferred
+// (veth, or dummy) where the kernel makes both, else the one it makes. Two
+// devices of different kinds keep different memory around their struct
+// net_device, which tells a field from a copy of its value nearby. Neither
+// resolves neighbours (dummy devices are IFF_NOARP, and the veth ends are
+// made so), so a packet to the peer address leaves at once.
+func addDevice(h *netlink.Handle, d Device, ipv6, veth bool) error {
+	kinds := []func(*netlink.Handle, Device) (netlink.Link, error){addDummy, addVeth}
+	if veth {
+		kinds[0], kinds[1] = kinds[1], kinds[0]
+	}
+	link, err := kinds[0](h, d)
 	if errors.Is(err, unix.EOPNOTSUPP) {
-		veth := &netlink.Veth{LinkAttrs: attrs, PeerName: d.Name + "p"}
-		if err = h.LinkAdd(veth); errors.Is(err, unix.EOPNOTSUPP) {
-			return errNoDeviceKind
-		}
-		if err != nil {
-			return err
-		}
-		link = veth
-		err = upWithoutARP(h, d.Name+"p")
-		if err == nil {
-			err = h.LinkSetARPOff(link)
-		}
+		link, err = kinds[1](h, d)
+	}
+	if errors.Is(err, unix.EOPNOTSUPP) {
+		return errNoDeviceKind
 	}
 	if err != nil {
 		return err
@@ -123,6 +120,22 @@ func addDevice(h *netlink.Handle, d Device, ipv6 bool) error {
 		}
 	}
 	return h.LinkSetUp(link)
+}
+
+func addDummy(h *netlink.Handle, d Device) (netlink.Link, error) {
+	link := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: d.Name, Index: d.Index}}
+	return link, h.LinkAdd(link)
+}
+
+func addVeth(h *netlink.Handle, d Device) (netlink.Link, error) {
+	link := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: d.Name, Index: d.Index}, PeerName: d.Name + "p"}
+	if err := h.LinkAdd(link); err != nil {
+		return nil, err
+	}
+	if err := upWithoutARP(h, link.PeerName); err != nil {
+		return nil, err
+	}
+	return link, h.LinkSetARPOff(link)
 }
 
 func upWithoutARP(h *netlink.Handle, name string) error {

@@ -19,6 +19,9 @@ var mechanisms = map[string][]string{
 	"6.1-amd64":  {"fentry", "kprobe"},
 	"6.12-amd64": {"fentry", "kprobe-multi", "kprobe"},
 	"6.1-arm64":  {"kprobe"},
+	"6.1-armhf":  {"kprobe"},
+	"6.1-mipsel": {"kprobe"},
+	"6.1-s390x":  {"kprobe"},
 }
 
 // vmPackets is how many packets of each kind the VM script sends.
@@ -73,7 +76,7 @@ for m in fentry kprobe-multi kprobe; do
 	start $m-tcp6 --attach $m --input --output --no_drop -s ::1 -S 5558 -p tcp
 	start $m-veth4 --attach $m --input --output --no_drop -s 10.77.0.1 -S 5555 -p udp
 	start $m-none --attach $m --input --output --no_drop -N 127.0.0.2 -p udp
-	start $m-func --attach $m --no_drop -f ip_send_skb -f udp_send_skb -s 127.0.0.1 -S 5555
+	start $m-func --attach $m --no_drop -f ip_send_skb:1 -f udp_send_skb:0 -s 127.0.0.1 -S 5555
 	for c in udp6 tcp4 tcp6 veth4 none func; do ready $m-$c; done
 	send
 	sleep 1
@@ -81,13 +84,66 @@ for m in fentry kprobe-multi kprobe; do
 done
 start drop -p udp -d 127.0.0.1 -D 9999
 start consume --consume --no_drop -p icmp -d 127.0.0.1
+# One run per kind of filter, each including or excluding the traffic.
+# (A loop at the end of a pipe would run in a subshell, whose children
+# the script could not wait for.)
+echo "$FILTERS" >/tmp/filters
+while read name args; do start f-$name $args; done </tmp/filters
 ready drop; ready consume
+for name in $(echo "$FILTERS" | cut -d' ' -f1); do ready f-$name; done
 send
 sleep 1
 stop drop; stop consume
+for name in $(echo "$FILTERS" | cut -d' ' -f1); do stop f-$name; done
 sleep 1
 echo "=== left: $(traffic progs | grep -c skbstat_)"
+if [ -x /bin/layout.test ]; then
+	layout.test -test.run '^TestCalibrateMatchesBTF$' -test.v >/tmp/calibrate.out 2>&1
+	echo "=== calibrate-vs-btf exit=$?"
+	cat /tmp/calibrate.out
+	echo "=== calibrate-vs-btf end"
+fi
 `
+
+// filterRuns are the VM script's runs of one kind of filter each, with what
+// they must count of its traffic: in DROP, datagrams to the closed port
+// 9999 (udp4, udp6 over lo, veth4 into the other namespace); with
+// --output, net:net_dev_queue of the datagrams leaving through the veth
+// device skbstat0 (not net:net_dev_xmit: by then the veth has handed the skb
+// to its peer, and skb->dev is the peer).
+var filterRuns = []struct {
+	name, args string
+	section    string
+	row        string // a row of section; "" for DROP's NO_SOCKET stacks
+	want       int    // in multiples of vmPackets
+}{
+	{"v4addr", "-d 127.0.0.1 -p udp", "DROP", "", 1},
+	{"v4net", "-N 10.77.0.0/24 -D 9999", "DROP", "", 1},
+	{"v4none", "-d 127.0.0.2 -p udp", "DROP", "", 0},
+	{"v6addr", "-s ::1 -D 9999", "DROP", "", 1},
+	{"v6net", "-d ::/120 -p udp", "DROP", "", 1},
+	// Not fd00::/8: the calibration namespaces of the other skbstat
+	// instances drop packets of unique local addresses at closed ports.
+	{"v6none", "-d 2001:db8::/32 -p udp", "DROP", "", 0},
+	{"port", "-D 9999", "DROP", "", 3},
+	{"range", "-S 5550-5559 -D 9990-9999 -p udp", "DROP", "", 3},
+	{"rangenone", "-P 10000-10010", "DROP", "", 0},
+	{"proto", "-p udp -S 5555", "DROP", "", 3},
+	{"protonone", "-p sctp", "DROP", "", 0},
+	{"dev", "-I lo -p udp -D 9999", "DROP", "", 2},
+	{"devnone", "-I skbstat0 -p udp", "DROP", "", 0},
+	{"devqueue", "--output --no_drop -I skbstat0 -s 10.77.0.1 -p udp -D 9999", "EGRESS", "net:net_dev_queue", 1},
+	{"devqueuenone", "--output --no_drop -I lo -s 10.77.0.1 -p udp", "EGRESS", "net:net_dev_queue", 0},
+}
+
+// filterScript lists filterRuns for the VM script, one "name args" a line.
+func filterScript() string {
+	var lines []string
+	for _, f := range filterRuns {
+		lines = append(lines, f.name+" "+f.args)
+	}
+	return strings.Join(lines, "\n")
+}
 
 // onPath lists, per traffic kind, the rows every matching packet passes (on
 // loopback, and for veth4 from one namespace to another over a veth pair),
@@ -136,35 +192,44 @@ func TestKernelMatrix(t *testing.T) {
 	}
 	ctx := context.Background()
 	dir := t.TempDir()
-	for _, k := range vm.Matrix {
-		t.Run(k.Name, func(t *testing.T) {
-			files := map[string]string{}
-			for guest, pkg := range map[string]string{"/bin/skbstat": "github.com/skbstat/skbstat", "/bin/traffic": "github.com/skbstat/skbstat/test/traffic"} {
-				bin, err := vm.BuildStatic(ctx, k, pkg, dir)
-				if err != nil {
-					t.Fatal(err)
-				}
-				files[guest] = bin
+	vm.Each(t, vm.Matrix, func(t *testing.T, k vm.Kernel) {
+		files := map[string]string{}
+		for guest, pkg := range map[string]string{"/bin/skbstat": "github.com/skbstat/skbstat", "/bin/traffic": "github.com/skbstat/skbstat/test/traffic"} {
+			bin, err := vm.BuildStatic(ctx, k, pkg, dir)
+			if err != nil {
+				t.Fatal(err)
 			}
-			res, err := vm.Run(ctx, k, vm.Options{
-				Files:   files,
-				Modules: []string{"veth"},
-				Script:  fmt.Sprintf("N=%d\n%s", vmPackets, vmScript),
-				Timeout: 10 * time.Minute,
-			})
-			if err != nil || res.ExitStatus != 0 {
-				t.Fatalf("script exit status %d, %v\nconsole:\n%s", res.ExitStatus, err, res.Console)
+			files[guest] = bin
+		}
+		// Where the kernel has BTF, calibration must find exactly its
+		// offsets: the layout package's own test says so in the VM.
+		if k.BTF {
+			bin, err := vm.BuildTest(ctx, k, "github.com/skbstat/skbstat/layout", dir)
+			if err != nil {
+				t.Fatal(err)
 			}
-			t.Logf("%s: prepared in %v, ran in %v", res.Package, res.Prepare.Round(time.Millisecond), res.Boot.Round(time.Millisecond))
-			checkKernel(t, k.Name, res.Console)
+			files["/bin/layout.test"] = bin
+		}
+		res, err := vm.Run(ctx, k, vm.Options{
+			Files: files,
+			// dummy, for calibration's private namespace.
+			Modules: []string{"veth", "dummy"},
+			Script:  fmt.Sprintf("N=%d\nFILTERS='%s'\n%s", vmPackets, filterScript(), vmScript),
+			Timeout: 10 * time.Minute,
 		})
-	}
+		if err != nil || res.ExitStatus != 0 {
+			t.Fatalf("script exit status %d, %v\nconsole:\n%s", res.ExitStatus, err, res.Console)
+		}
+		t.Logf("%s: prepared in %v, ran in %v", res.Package, res.Prepare.Round(time.Millisecond), res.Boot.Round(time.Millisecond))
+		checkKernel(t, k, res.Console)
+	})
 }
 
 var (
 	runRE         = regexp.MustCompile(`(?s)=== (\S+) exit=(\d+)\n(.*?)=== (\S+) stdout\n(.*?)=== (\S+) end\n`)
 	unavailableRE = regexp.MustCompile(`=== mechanism (\S+) unavailable: (.*)`)
 	leftRE        = regexp.MustCompile(`=== left: (\d+)`)
+	calibrateRE   = regexp.MustCompile(`(?s)=== calibrate-vs-btf exit=(\d+)\n(.*?)=== calibrate-vs-btf end\n`)
 	attachedRE    = regexp.MustCompile(`skbstat: \w+: (\S+) attached as (.+)`)
 )
 
@@ -175,7 +240,8 @@ type vmRun struct {
 	attached map[string]string // row → mechanism
 }
 
-func checkKernel(t *testing.T, kernel, console string) {
+func checkKernel(t *testing.T, k vm.Kernel, console string) {
+	kernel := k.Name
 	runs := map[string]vmRun{}
 	for _, m := range runRE.FindAllStringSubmatch(console, -1) {
 		name := m[1]
@@ -245,6 +311,58 @@ func checkKernel(t *testing.T, kernel, console string) {
 	}
 	if m := leftRE.FindStringSubmatch(console); m == nil || m[1] != "0" {
 		t.Errorf("skbstat programs left loaded after exit: %v", m)
+	}
+	checkFilters(t, reason, runs)
+	checkLayoutSource(t, k, console, runs["drop"].stderr)
+}
+
+// checkFilters checks that each filter run counted exactly its share of
+// the traffic.
+func checkFilters(t *testing.T, reason string, runs map[string]vmRun) {
+	for _, f := range filterRuns {
+		r, ok := runs["f-"+f.name]
+		if !ok {
+			t.Errorf("filter %s (%s): did not run", f.name, f.args)
+			continue
+		}
+		count := stackCount(f.section, reason)
+		if f.row != "" {
+			count = rowCount(f.section, f.row)
+		}
+		if n := sum(r.ivs, count); n != uint64(f.want*vmPackets) {
+			t.Errorf("filter %s (%s): %s %s counted %d, want %d\n%s", f.name, f.args, f.section, f.row, n, f.want*vmPackets, r.stderr)
+		}
+	}
+}
+
+// checkLayoutSource checks where the layout came from: calibrated where the
+// kernel has no BTF (and proven, or skbstat would not have run); where it
+// has, the layout package's test calibrated too and found BTF's offsets.
+func checkLayoutSource(t *testing.T, k vm.Kernel, console, stderr string) {
+	calibrated := strings.Contains(stderr, "skbstat: layout: calibrated in ")
+	if calibrated == k.BTF {
+		t.Errorf("the layout was calibrated: %v; the kernel has BTF: %v\n%s", calibrated, k.BTF, stderr)
+	}
+	for _, line := range strings.Split(stderr, "\n") {
+		if strings.HasPrefix(line, "skbstat: layout: ") {
+			t.Logf("%s: %s", k.Name, line)
+		}
+	}
+	if !k.BTF {
+		// Every field, the namespace's too, though nothing filters on it
+		// yet.
+		for _, field := range []string{"net_device.ifindex", "net_device.nd_net", "net.ns.inum", "sock_common.skc_v6_daddr"} {
+			if !strings.Contains(stderr, field) {
+				t.Errorf("%s was not calibrated:\n%s", field, stderr)
+			}
+		}
+		return
+	}
+	m := calibrateRE.FindStringSubmatch(console)
+	if m == nil || m[1] != "0" || !strings.Contains(m[2], "--- PASS: TestCalibrateMatchesBTF") {
+		t.Errorf("calibrating in the VM did not find BTF's offsets: %v", m)
+	} else {
+		t.Logf("%s: calibration found BTF's offsets", k.Name)
 	}
 }
 
