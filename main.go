@@ -105,6 +105,7 @@ func flags() []cli.Flag {
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "say how each probe was attached, and why any was not"},
 		&cli.BoolFlag{Name: "dump-bpf", Usage: "print the generated BPF instructions of every program and exit"},
 		&cli.StringFlag{Name: "btf", Usage: "kernel BTF `FILE`, for kernels without /sys/kernel/btf/vmlinux"},
+		&cli.StringFlag{Name: "write-btf", Usage: "write to `FILE` the few KB of the kernel's BTF (or --btf's) that skbstat reads, with the -f functions' prototypes, for --btf on a small machine, and exit"},
 		&cli.StringFlag{Name: "layout", Value: "auto", Usage: "where the kernel's layout comes from: btf (kernel BTF or --btf), calibrate (learnt from the running kernel at start) or auto (BTF where there is some, else calibrate)"},
 	}
 }
@@ -118,10 +119,11 @@ type options struct {
 	dumpBPF  bool
 	btf      string
 	layout   string // btf, calibrate or auto
+	writeBTF string
 }
 
 func parseOptions(c *cli.Context) (options, error) {
-	o := options{count: c.Int("count"), verbose: c.Bool("verbose"), dumpBPF: c.Bool("dump-bpf"), btf: c.String("btf"), layout: c.String("layout")}
+	o := options{count: c.Int("count"), verbose: c.Bool("verbose"), dumpBPF: c.Bool("dump-bpf"), btf: c.String("btf"), layout: c.String("layout"), writeBTF: c.String("write-btf")}
 	if c.NArg() > 0 {
 		return o, usageError{fmt.Sprintf("unexpected argument %q", c.Args().First())}
 	}
@@ -274,6 +276,9 @@ func action(c *cli.Context) error {
 			return usageError{fmt.Sprintf("-f %s: %v", fn, err)}
 		}
 	}
+	if o.writeBTF != "" {
+		return writeTrimmedBTF(o.writeBTF, o.cfg.Layout, o.cfg.Funcs)
+	}
 	if o.dumpBPF {
 		return progs.Dump(c.App.Writer, o.cfg)
 	}
@@ -323,6 +328,36 @@ func action(c *cli.Context) error {
 		if err := r.interval(c.App.Writer, set); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// writeTrimmedBTF writes the trimmed BTF of l, with the prototypes of the
+// functions of the -f values funcs, to path. A file it could not finish is
+// removed: half a BTF file would fail only on the machine it is for.
+func writeTrimmedBTF(path string, l *layout.Layout, funcs []string) (err error) {
+	if !l.HasFuncBTF() {
+		return usageError{fmt.Sprintf("--write-btf %s: a trimmed file can only be made from BTF: the kernel's (where it has some, with --layout btf or auto) or --btf FILE's", path)}
+	}
+	var names []string
+	for _, fn := range funcs {
+		name, _, _ := strings.Cut(fn, ":") // NAME[:N], checked by progs.CheckFunc
+		names = append(names, name)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("--write-btf: %w", err)
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("--write-btf: %w", cerr)
+		}
+		if err != nil {
+			os.Remove(path)
+		}
+	}()
+	if err := layout.WriteTrimmedBTF(f, l, names); err != nil {
+		return fmt.Errorf("--write-btf %s: %w", path, err)
 	}
 	return nil
 }

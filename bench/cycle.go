@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -27,8 +29,11 @@ interval:ms:1 { exit(); }`
 type sample struct {
 	wall     time.Duration
 	attached time.Duration // until skbstat -v said it was tracing; 0 without -v
-	rssKiB   int64         // peak resident set size, from wait4's rusage
+	rssKiB   int64         // peak resident set size (see cycle)
 	stacks   bool          // the output had at least one kernel stack
+	// calibrated is how long calibration took, as skbstat -v said; 0
+	// where it did not calibrate.
+	calibrated time.Duration
 }
 
 type cycleResult struct{ skbstat, bpftrace []sample }
@@ -49,32 +54,43 @@ func cycles(ctx context.Context, t tools, runs int, ns *pair) (cycleResult, erro
 	}
 	var r cycleResult
 	skb := func() error {
-		s, err := cycle(ctx, t.skbstat, skbstatCycle, skbstatStacks)
+		s, err := t.cycle(ctx, t.skbstat, skbstatCycle, skbstatStacks)
 		r.skbstat = append(r.skbstat, s)
 		return err
 	}
 	bt := func() error {
-		s, err := cycle(ctx, "bpftrace", []string{"-e", bpftraceCycle}, bpftraceStacks)
+		s, err := t.cycle(ctx, "bpftrace", []string{"-e", bpftraceCycle}, bpftraceStacks)
 		r.bpftrace = append(r.bpftrace, s)
 		return err
 	}
-	for i := range runs {
-		first, second := skb, bt
-		if i%2 == 1 {
-			first, second = bt, skb
-		}
-		if err := first(); err != nil {
-			return r, err
-		}
-		if err := second(); err != nil {
-			return r, err
-		}
-	}
-	return r, nil
+	return r, interleave(runs, skb, bt)
 }
 
-func cycle(ctx context.Context, bin string, args []string, hasStacks func(string) bool) (sample, error) {
+// interleave runs each job runs times, interleaved, in an order that
+// rotates from run to run (AB BA AB ..., ABC BCA CAB ...), so that the
+// machine's noise, and whatever running first or after another costs, fall
+// on every job alike.
+func interleave(runs int, jobs ...func() error) error {
+	for i := range runs {
+		for j := range jobs {
+			if err := jobs[(i+j)%len(jobs)](); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// cycle runs bin's full cycle once. Its peak RSS is the one GNU time
+// reports where t has it, else wait4's, which can be too high: Go starts a
+// child with vfork, and the kernel, when the child execs, records the RSS of
+// the memory it shared (this benchmark's, about 13 MiB) as the child's peak
+// so far. GNU time fork()s, so the peak it reports is the child's own.
+func (t tools) cycle(ctx context.Context, bin string, args []string, hasStacks func(string) bool) (sample, error) {
 	cmd := exec.CommandContext(ctx, bin, args...)
+	if t.gnuTime != "" {
+		cmd = exec.CommandContext(ctx, t.gnuTime, append([]string{"-f", gnuTimeFormat, bin}, args...)...)
+	}
 	var out bytes.Buffer
 	start := time.Now()
 	errOut := &marked{mark: "skbstat: tracing"}
@@ -84,13 +100,33 @@ func cycle(ctx context.Context, bin string, args []string, hasStacks func(string
 	if err != nil {
 		return sample{}, fmt.Errorf("%s %s: %v\n%s", bin, strings.Join(args, " "), err, errOut.String())
 	}
-	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	s := sample{wall: wall, rssKiB: ru.Maxrss, stacks: hasStacks(out.String())}
+	s := sample{wall: wall, rssKiB: cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss, stacks: hasStacks(out.String())}
+	if t.gnuTime != "" {
+		m := gnuTimeRE.FindStringSubmatch(errOut.String())
+		if m == nil {
+			return s, fmt.Errorf("%s %s: no peak RSS from %s:\n%s", bin, strings.Join(args, " "), t.gnuTime, errOut.String())
+		}
+		s.rssKiB, _ = strconv.ParseInt(m[1], 10, 64) // \d+
+	}
 	if !errOut.at.IsZero() {
 		s.attached = errOut.at.Sub(start)
 	}
+	if m := calibratedRE.FindStringSubmatch(errOut.String()); m != nil {
+		if s.calibrated, err = time.ParseDuration(m[1]); err != nil {
+			return s, fmt.Errorf("%s: %q: %w", bin, m[0], err)
+		}
+	}
 	return s, nil
 }
+
+// gnuTimeFormat has GNU time print the child's peak RSS in KiB, on a line
+// of its own that gnuTimeRE finds after the child's stderr.
+const gnuTimeFormat = "\nbench: peak RSS %M KiB"
+
+var gnuTimeRE = regexp.MustCompile(`\nbench: peak RSS (\d+) KiB`)
+
+// calibratedRE finds the time in skbstat -v's line on calibration.
+var calibratedRE = regexp.MustCompile(`skbstat: layout: calibrated in (\S+) `)
 
 // marked is a buffer that notes when mark was first written to it. The
 // buffer is not embedded: its ReadFrom would let io.Copy bypass Write.

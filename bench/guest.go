@@ -89,17 +89,21 @@ func runGuest(ctx context.Context, runs, events, reps int) error {
 	emit(record{Kind: "guest", Kernel: strings.TrimSpace(string(release)), CPUs: runtime.NumCPU()})
 
 	// 1. Full cycles, interleaved; the order rotates from run to run.
-	kinds := append([]string{baseline}, mechanisms...)
-	for i := range runs {
-		for j := range kinds {
-			m := kinds[(i+j)%len(kinds)]
-			s, err := cycle(ctx, "skbstat", cycleArgs(m), skbstatStacks)
+	var jobs []func() error
+	for _, m := range append([]string{baseline}, mechanisms...) {
+		jobs = append(jobs, func() error {
+			// busybox has no GNU time: wait4 measures the peak RSS.
+			s, err := tools{}.cycle(ctx, "skbstat", cycleArgs(m), skbstatStacks)
 			if err != nil {
 				return err
 			}
 			emit(record{Kind: "cycle", Mechanism: m, Seconds: s.wall.Seconds(),
 				Attached: s.attached.Seconds(), RSSKiB: s.rssKiB})
-		}
+			return nil
+		})
+	}
+	if err := interleave(runs, jobs...); err != nil {
+		return err
 	}
 
 	// 2. What each mechanism leaves in the kernel while skbstat runs.

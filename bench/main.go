@@ -1,7 +1,9 @@
 // Command bench measures skbstat against bpftrace on this machine, side by
 // side in one run: the full load-attach-print-detach cycle (wall time and
-// peak RSS), the stripped static binary's size, and the per-event cost of
-// each BPF program from the kernel's BPF statistics.
+// peak RSS), the same cycle of skbstat with each source of the kernel's
+// layout (kernel BTF, a trimmed BTF file, calibration), the stripped static
+// binary's size for every architecture skbstat is built for, and the
+// per-event cost of each BPF program from the kernel's BPF statistics.
 //
 // Run it as root from the repository root:
 //
@@ -62,18 +64,20 @@ func main() {
 	}
 }
 
-// tools are the built binaries under test.
+// tools are the built binaries under test, and GNU time, which measures
+// their peak RSS (see cycle).
 type tools struct {
 	skbstat, traffic string
+	gnuTime          string
 }
 
 func run(ctx context.Context, src string, runs, events, reps int) error {
 	if os.Geteuid() != 0 {
 		return errors.New("run as root: the benchmark loads BPF programs and creates network namespaces")
 	}
-	for _, bin := range []string{"bpftrace", "ip"} {
+	for _, bin := range []string{"bpftrace", "ip", "xz", gnuTime} {
 		if _, err := exec.LookPath(bin); err != nil {
-			return fmt.Errorf("%s not found: apt-get install bpftrace iproute2", bin)
+			return fmt.Errorf("%s not found: apt-get install bpftrace iproute2 xz-utils time", bin)
 		}
 	}
 	dir, err := os.MkdirTemp("", "skbstat-bench")
@@ -81,11 +85,16 @@ func run(ctx context.Context, src string, runs, events, reps int) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	src, err = sourceDir(src)
+	if err != nil {
+		return err
+	}
 	t, err := build(src, dir)
 	if err != nil {
 		return err
 	}
-	size, err := os.Stat(t.skbstat)
+	t.gnuTime = gnuTime
+	sizes, err := binarySizes(src, dir)
 	if err != nil {
 		return err
 	}
@@ -97,8 +106,7 @@ func run(ctx context.Context, src string, runs, events, reps int) error {
 	defer ns.close()
 
 	printMachine()
-	fmt.Printf("## Binary\n\nstripped static skbstat (CGO_ENABLED=0, -ldflags='-s -w'): %d bytes (%.2f MB; target <= 8 MB)\n\n",
-		size.Size(), float64(size.Size())/1e6)
+	printSizes(sizes)
 
 	idle, err := cycles(ctx, t, runs, nil)
 	if err != nil {
@@ -110,6 +118,12 @@ func run(ctx context.Context, src string, runs, events, reps int) error {
 	}
 	printCycles(runs, idle, busy)
 
+	layouts, err := layoutCycles(ctx, t, dir, runs)
+	if err != nil {
+		return err
+	}
+	printLayouts(runs, layouts)
+
 	costs, seen, err := eventCosts(ctx, t, ns, events, reps)
 	if err != nil {
 		return err
@@ -118,25 +132,44 @@ func run(ctx context.Context, src string, runs, events, reps int) error {
 	return checkGone(seen)
 }
 
+// gnuTime is GNU time, not the shell's keyword.
+const gnuTime = "/usr/bin/time"
+
+// sourceDir is the skbstat source tree to build: src, or by default the
+// module the benchmark is run in.
+func sourceDir(src string) (string, error) {
+	if src != "" {
+		return src, nil
+	}
+	mod, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil || strings.TrimSpace(string(mod)) == "" {
+		return "", errors.New("run from inside the skbstat module, or give -src")
+	}
+	return filepath.Dir(strings.TrimSpace(string(mod))), nil
+}
+
 // build compiles skbstat exactly as released, and the traffic generator.
 func build(src, dir string) (tools, error) {
-	if src == "" {
-		mod, err := exec.Command("go", "env", "GOMOD").Output()
-		if err != nil || strings.TrimSpace(string(mod)) == "" {
-			return tools{}, errors.New("run from inside the skbstat module, or give -src")
-		}
-		src = filepath.Dir(strings.TrimSpace(string(mod)))
-	}
 	t := tools{skbstat: filepath.Join(dir, "skbstat"), traffic: filepath.Join(dir, "traffic")}
 	for bin, pkg := range map[string]string{t.skbstat: ".", t.traffic: "./test/traffic"} {
-		cmd := exec.Command("go", "build", "-ldflags=-s -w", "-o", bin, pkg)
-		cmd.Dir = src
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return tools{}, fmt.Errorf("build %s: %v\n%s", pkg, err, out)
+		if err := goBuild(src, bin, pkg); err != nil {
+			return tools{}, err
 		}
 	}
 	return t, nil
+}
+
+// goBuild compiles package pkg of src as skbstat is released: static
+// (CGO_ENABLED=0) and stripped, for the target env sets (GOARCH=...), by
+// default this machine.
+func goBuild(src, bin, pkg string, env ...string) error {
+	cmd := exec.Command("go", "build", "-ldflags=-s -w", "-o", bin, pkg)
+	cmd.Dir = src
+	cmd.Env = append(append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux"), env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build %s %s: %v\n%s", strings.Join(env, " "), pkg, err, out)
+	}
+	return nil
 }
 
 func printMachine() {

@@ -80,6 +80,9 @@ type Layout struct {
 	spec *btf.Spec
 	// cache holds spec when it is the running kernel's.
 	cache *btf.Cache
+	// order is the byte order of a BTF file's encoding, for writing a
+	// trimmed copy in it; nil for the running kernel's.
+	order binary.ByteOrder
 }
 
 // errNoBTF is returned by lookups on a Layout that was not built from BTF.
@@ -122,6 +125,9 @@ func FromFile(path string) (*Layout, error) {
 	}
 	l, err := FromBTF(spec)
 	if err != nil {
+		return nil, fmt.Errorf("BTF file %s: %w", path, err)
+	}
+	if l.order, err = btfFileOrder(path); err != nil {
 		return nil, fmt.Errorf("BTF file %s: %w", path, err)
 	}
 	l.Source = "BTF file " + path
@@ -169,11 +175,14 @@ func FromBTF(spec *btf.Spec) (*Layout, error) {
 	return l, nil
 }
 
+// unsignedLongNames are the names of unsigned long: pahole names the type as
+// GCC's DWARF does, clang-built BTF as C does.
+var unsignedLongNames = []string{"long unsigned int", "unsigned long"}
+
 // pointerSize is the size of unsigned long, which the kernel keeps equal to a
 // pointer's. BTF pointers carry no size of their own.
 func pointerSize(spec *btf.Spec) (int, error) {
-	// pahole names the type as GCC's DWARF does, clang-built BTF as C does.
-	for _, name := range []string{"long unsigned int", "unsigned long"} {
+	for _, name := range unsignedLongNames {
 		var ulong *btf.Int
 		err := spec.TypeByName(name, &ulong)
 		if errors.Is(err, btf.ErrNotFound) {
