@@ -4,6 +4,8 @@ import (
 	"os"
 	"testing"
 
+	"github.com/cilium/ebpf/rlimit"
+
 	"github.com/skbstat/skbstat/internal/lab"
 )
 
@@ -13,6 +15,10 @@ import (
 func TestCalibrateMatchesBTF(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("calibration needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAP_NET_ADMIN)")
+	}
+	// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		t.Fatal(err)
 	}
 	want, err := Kernel()
 	if err != nil {
