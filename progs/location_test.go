@@ -28,10 +28,15 @@ func TestCountStackLocation(t *testing.T) {
 	}{
 		{"raw", layout.Field{Offset: 8, Size: 8}, asm.LoadMem(asm.R1, asm.R6, 8, asm.DWord)},
 		{"perf, 32-bit", layout.Field{Offset: 12, Size: 4}, asm.LoadMem(asm.R1, asm.R6, 12, asm.Word)},
-		{"none", layout.Field{}, asm.StoreImm(asm.R10, slotKey+16, 0, asm.DWord)},
+		{"none", layout.Field{}, asm.StoreImm(asm.R10, slotKey+16, 0, asm.Word)},
 	} {
 		h := tracepointHook{tp: layout.Tracepoint{Skb: layout.Field{Size: 8}, Location: tc.location}}
 		insns := countStack(Consume, h, 1)
+		for _, ins := range insns {
+			if ins.OpCode == asm.InvalidOpCode {
+				t.Errorf("%s: an instruction asm cannot encode (an 8-byte immediate store?):\n%v", tc.name, insns)
+			}
+		}
 		i := slices.IndexFunc(insns, func(ins asm.Instruction) bool { return ins.OpCode == tc.want.OpCode && ins.Offset == tc.want.Offset })
 		if i < 0 {
 			t.Errorf("%s: no %v in\n%v", tc.name, tc.want, insns)
