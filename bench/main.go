@@ -185,8 +185,16 @@ func printMachine() {
 		}
 	}
 	fmt.Printf("# skbstat benchmark, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	fmt.Printf("machine: %d CPUs (%s), kernel %s, %s, %s\n\n",
-		runtime.NumCPU(), cpu, strings.TrimSpace(string(kernel)), runtime.Version(), strings.TrimSpace(string(bt)))
+	fmt.Printf("machine: %d CPUs (%s), kernel %s, %s, %s; load average at start %s\n\n",
+		runtime.NumCPU(), cpu, strings.TrimSpace(string(kernel)), runtime.Version(), strings.TrimSpace(string(bt)), loadAverage())
+}
+
+// loadAverage is the 1, 5 and 15 minute load averages: on a shared machine,
+// how quiet it was.
+func loadAverage() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
 }
 
 // quantile returns the nearest-rank q-quantile of xs (0 < q <= 1).
