@@ -225,6 +225,7 @@ func chooseLayout(o options) (*layout.Layout, error) {
 // caller closes the lab, which waits for calibration's programs to be
 // detached.
 func calibrate(warn io.Writer, verbose bool) (_ *layout.Layout, _ *lab.Lab, err error) {
+	start := time.Now()
 	lb, err := lab.Open()
 	if err != nil {
 		return nil, nil, fmt.Errorf("calibration: %w (pass --btf FILE with this kernel's BTF instead)", err)
@@ -248,17 +249,20 @@ func calibrate(warn io.Writer, verbose bool) (_ *layout.Layout, _ *lab.Lab, err 
 	// collected now, their memory serves what follows, on machines where
 	// memory is short, rather than adding to the peak.
 	runtime.GC()
+	proofStart := time.Now()
 	if err := progs.Prove(l, lb); err != nil {
 		return nil, nil, err
 	}
+	proof := time.Since(proofStart)
 	runtime.GC()
 	if verbose {
 		where := "in a private network namespace"
 		if !lb.Private {
 			where = "on the host's loopback"
 		}
-		fmt.Fprintf(warn, "skbstat: layout: calibrated in %v %s, and proven: %s\n",
-			l.Calibration.Took.Round(10*time.Microsecond), where, l.Describe())
+		round := func(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond) }
+		fmt.Fprintf(warn, "skbstat: layout: calibrated in %v %s (search %v, proof %v): %s\n",
+			round(time.Since(start)), where, round(l.Calibration.Took), round(proof), l.Describe())
 	}
 	return l, lb, nil
 }

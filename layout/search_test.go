@@ -385,3 +385,28 @@ func FuzzSearch(f *testing.F) {
 		}
 	})
 }
+
+// TestSearchWithoutIPv6 searches the samples of a lab without IPv6 (the
+// kernel's IPv6 off): everything is found but the socket's IPv6 addresses,
+// which stay unset.
+func TestSearchWithoutIPv6(t *testing.T) {
+	for _, k := range synthKernels {
+		rng := rand.New(rand.NewPCG(5, 5))
+		var samples []sample
+		for _, sm := range synthPackets() {
+			if !sm.ipv6 {
+				k.plant(rng, &sm)
+				samples = append(samples, sm)
+			}
+		}
+		got, err := k.search(samples, k.netSamples(rng, samples, 4026532777))
+		if err != nil {
+			t.Fatalf("%s: %v", k.name, err)
+		}
+		want := k.truth()
+		want.sock.V6Daddr, want.sock.V6RcvSaddr = Field{}, Field{}
+		if got != want {
+			t.Errorf("%s:\n got %+v\nwant %+v", k.name, got, want)
+		}
+	}
+}
