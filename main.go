@@ -337,13 +337,13 @@ func action(c *cli.Context) error {
 }
 
 // writeTrimmedBTF writes the trimmed BTF of l, with the prototypes of the
-// functions of the -f values funcs, to path. A file it could not finish is
+// function rows' functions and of the -f values funcs, to path. A file it could not finish is
 // removed: half a BTF file would fail only on the machine it is for.
 func writeTrimmedBTF(path string, l *layout.Layout, funcs []string) (err error) {
 	if !l.HasFuncBTF() {
 		return usageError{fmt.Sprintf("--write-btf %s: a trimmed file can only be made from BTF: the kernel's (where it has some, with --layout btf or auto) or --btf FILE's", path)}
 	}
-	var names []string
+	names := progs.FixedFuncs()
 	for _, fn := range funcs {
 		name, _, _ := strings.Cut(fn, ":") // NAME[:N], checked by progs.CheckFunc
 		names = append(names, name)

@@ -70,6 +70,16 @@ type kernelFunc struct {
 	sock     bool // socket level: no skb, filtered on the socket
 }
 
+// FixedFuncs names the kernel functions of the fixed rows, whose prototypes
+// a trimmed BTF file keeps.
+func FixedFuncs() []string {
+	names := make([]string, len(kernelFuncs))
+	for i, k := range kernelFuncs {
+		names[i] = k.name
+	}
+	return names
+}
+
 var kernelFuncs = []kernelFunc{
 	{"tcp_recvmsg", Ingress, 0, anyFamily, protoTCP, 0, true},
 	{"udp_recvmsg", Ingress, 0, ipv4, protoUDP, 0, true},

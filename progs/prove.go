@@ -42,13 +42,14 @@ func Prove(l *layout.Layout, lb *lab.Lab) (err error) {
 	if err != nil {
 		return fmt.Errorf("proof counters: %w", err)
 	}
-	var attached []io.Closer
-	defer lb.Later(func() {
+	attached := []io.Closer{rows}
+	defer func() {
+		// Each perf event's detach waits for RCU grace periods: in
+		// parallel, they wait for the same ones.
 		for _, c := range attached {
-			c.Close()
+			lb.Later(func() { c.Close() })
 		}
-		rows.Close()
-	})
+	}()
 	for _, tp := range proofTracepoints(checks) {
 		closers, err := attachProof(l, rows, tp, checks)
 		attached = append(attached, closers...)

@@ -66,7 +66,7 @@ type Lab struct {
 
 	ns    *os.File // keeps the namespace alive
 	socks map[sockKey]int
-	later sync.WaitGroup
+	later []func()
 }
 
 var errNoNamespace = errors.New("cannot make a private network namespace")
@@ -151,22 +151,26 @@ func ipv6Works() bool {
 	return unix.Bind(fd, &unix.SockaddrInet6{Addr: netip.IPv6Loopback().As16()}) == nil
 }
 
-// Later runs cleanup, such as detaching the programs that watched the
-// lab's packets, in the background: detaching a tracepoint program waits for
-// an RCU grace period, tens of milliseconds that need not hold up what comes
-// next. Close waits for it.
+// Later keeps cleanup, such as detaching the programs that watched the
+// lab's packets, for Close, which runs them all at once. Detaching the last
+// perf event program of a tracepoint waits for RCU grace periods, tens of
+// milliseconds each, one detach after another (the kernel holds its trace
+// event lock meanwhile); one that is not the last returns at once. So the
+// caller closes the lab once its own programs are attached: then only the
+// tracepoints they leave alone cost a wait.
 func (l *Lab) Later(cleanup func()) {
-	l.later.Add(1)
-	go func() {
-		defer l.later.Done()
-		cleanup()
-	}()
+	l.later = append(l.later, cleanup)
 }
 
-// Close waits for the cleanups, then closes the sockets and the namespace,
-// which the kernel then removes with its devices.
+// Close runs the cleanups and waits for them, then closes the sockets and
+// the namespace, which the kernel then removes with its devices.
 func (l *Lab) Close() {
-	l.later.Wait()
+	var wg sync.WaitGroup
+	for _, cleanup := range l.later {
+		wg.Go(cleanup)
+	}
+	wg.Wait()
+	l.later = nil
 	for _, fd := range l.socks {
 		unix.Close(fd)
 	}
