@@ -268,6 +268,7 @@ func calibrate(warn io.Writer, verbose bool) (_ *layout.Layout, _ *lab.Lab, err 
 }
 
 func action(c *cli.Context) error {
+	start := time.Now()
 	o, err := parseOptions(c)
 	if err != nil {
 		return err
@@ -318,7 +319,7 @@ func action(c *cli.Context) error {
 	if lb != nil {
 		lb.Close() // nothing of calibration's is left once tracing starts
 	}
-	report(c.App.ErrWriter, set, o.verbose)
+	report(c.App.ErrWriter, set, o.verbose, time.Since(start))
 
 	r := newRenderer(o.cfg, c.App.ErrWriter)
 	tick := time.NewTicker(o.interval)
@@ -367,8 +368,8 @@ func writeTrimmedBTF(path string, l *layout.Layout, funcs []string) (err error) 
 }
 
 // report says what could not be attached, one line per cause, and with -v
-// how each probe was.
-func report(w io.Writer, set *progs.Set, verbose bool) {
+// how each probe was, and how long it took to start.
+func report(w io.Writer, set *progs.Set, verbose bool, started time.Duration) {
 	if verbose {
 		for _, a := range set.Attached {
 			fmt.Fprintf(w, "skbstat: %s: %s attached as %s\n", a.Section, a.Probe, a.Mechanism)
@@ -387,6 +388,6 @@ func report(w io.Writer, set *progs.Set, verbose bool) {
 		fmt.Fprintf(w, "skbstat: not attached: %s: %s\n", strings.Join(probes[cause], ", "), cause)
 	}
 	if verbose {
-		fmt.Fprintf(w, "skbstat: tracing %d probes; Ctrl-C to end\n", len(set.Attached))
+		fmt.Fprintf(w, "skbstat: tracing %d probes, %v after start; Ctrl-C to end\n", len(set.Attached), started.Round(100*time.Microsecond))
 	}
 }

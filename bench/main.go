@@ -21,6 +21,11 @@
 // and runs itself there with -guest (see vm.go and guest.go):
 //
 //	go run ./bench -vm -runs 9 -events 2000 -reps 3
+//
+// With -calibration it measures calibration in the VMs without BTF (and,
+// beside the kernel's BTF, in the 6.12 one), one skbstat at a time:
+//
+//	go run ./bench -calibration -runs 7
 package main
 
 import (
@@ -46,6 +51,7 @@ func main() {
 	src := flag.String("src", "", "skbstat source tree to build (default: the current module)")
 	inVM := flag.Bool("vm", false, "measure the kernel-function rows in the Debian 6.12 VM instead")
 	guest := flag.Bool("guest", false, "the -vm measurement's side inside the VM (used by -vm)")
+	calibration := flag.Bool("calibration", false, "measure calibration in the VMs without BTF (and one with) instead")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -53,6 +59,8 @@ func main() {
 	switch {
 	case *guest:
 		err = runGuest(ctx, *runs, *events, *reps)
+	case *calibration:
+		err = runCalibration(ctx, *src, *runs)
 	case *inVM:
 		err = runVM(ctx, *src, *runs, *events, *reps)
 	default:

@@ -176,23 +176,15 @@ func TestLocation(t *testing.T) {
 			t.Run(fmt.Sprintf("%s %s", mechanism, sec.section), func(t *testing.T) {
 				lb := openLab(t)
 				cfg := Config{Layout: l, Filter: labFilter(t, lb, false, sec.icmp), Drop: sec.section == Drop, Consume: sec.section == Consume}
-				ps := tracepointProbes(cfg)
-				ps[0].hooks = ps[0].hooks[i : i+1]
-				h, err := ps[0].hooks[0]()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, ok := h.loadLocation(asm.R1); !ok {
-					t.Skipf("%s has no location on this kernel (consume_skb before 6.3)", ps[0].name)
-				}
-				s, err := load(cfg, plan{probes: ps})
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer s.Close()
-				if len(s.Attached) != 1 || s.Attached[0].Mechanism != mechanism {
-					t.Fatalf("attached %v, want one %s", s.Attached, mechanism)
-				}
+				s := loadHook(t, cfg, i, mechanism, func(t *testing.T, p *probe) {
+					h, err := p.hooks[0]()
+					if err != nil {
+						t.Fatal(err)
+					}
+					if _, ok := h.loadLocation(asm.R1); !ok {
+						t.Skipf("%s has no location on this kernel (consume_skb before 6.3)", p.name)
+					}
+				})
 				const n = 7
 				sendLab(t, lb, false, n)
 				var total uint64

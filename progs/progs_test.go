@@ -50,6 +50,26 @@ func sendUDP(t *testing.T, to netip.AddrPort, n int) {
 	}
 }
 
+// loadHook loads cfg's one tracepoint probe with its i-th hook only, which
+// must attach as mechanism; check, where not nil, may skip the test first.
+func loadHook(t *testing.T, cfg Config, i int, mechanism string, check func(*testing.T, *probe)) *Set {
+	t.Helper()
+	ps := tracepointProbes(cfg)
+	ps[0].hooks = ps[0].hooks[i : i+1]
+	if check != nil {
+		check(t, ps[0])
+	}
+	s, err := load(cfg, plan{probes: ps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if len(s.Attached) != 1 || s.Attached[0].Mechanism != mechanism {
+		t.Fatalf("attached %v, want one %s", s.Attached, mechanism)
+	}
+	return s
+}
+
 // TestTracepointHooks loads the DROP probe through each tracepoint hook in
 // turn (raw, then perf) and counts datagrams to a closed loopback port.
 func TestTracepointHooks(t *testing.T) {
@@ -66,16 +86,7 @@ func TestTracepointHooks(t *testing.T) {
 				t.Fatal(err)
 			}
 			cfg := Config{Layout: l, Filter: f, Drop: true}
-			ps := tracepointProbes(cfg)
-			ps[0].hooks = ps[0].hooks[i : i+1]
-			s, err := load(cfg, plan{probes: ps})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			if len(s.Attached) != 1 || s.Attached[0].Mechanism != mechanism {
-				t.Fatalf("attached %v, want one %s", s.Attached, mechanism)
-			}
+			s := loadHook(t, cfg, i, mechanism, nil)
 			const n = 7
 			sendUDP(t, to, n)
 			c, err := s.Read()

@@ -141,6 +141,20 @@ func TestDropStack(t *testing.T) {
 	}
 }
 
+// checkTracepointRows checks that each tracepoint row counted want.
+func checkTracepointRows(t *testing.T, ivs []interval, want uint64, context string) {
+	t.Helper()
+	for _, row := range []struct{ section, name string }{
+		{"INGRESS", "net:netif_receive_skb"},
+		{"EGRESS", "net:net_dev_queue"},
+		{"EGRESS", "net:net_dev_xmit"},
+	} {
+		if n := sum(ivs, rowCount(row.section, row.name)); n != want {
+			t.Errorf("%s %s: %d, want %d\n%s", row.section, row.name, n, want, context)
+		}
+	}
+}
+
 func hasFramePrefix(frames []string, prefix string) bool {
 	for _, f := range frames {
 		if strings.HasPrefix(f, prefix) {
@@ -168,16 +182,7 @@ func TestSections(t *testing.T) {
 			consume := startSkbstat(t, "--consume", "--no_drop", "-i", "60", "-s", fam.dst, "-d", fam.src, "-p", fam.icmp)
 			p.sendUDP(t, datagrams, fam.src, fam.dst)
 			settle()
-			got := udp.stop(t, syscall.SIGINT)
-			for _, row := range []struct{ section, name string }{
-				{"INGRESS", "net:netif_receive_skb"},
-				{"EGRESS", "net:net_dev_queue"},
-				{"EGRESS", "net:net_dev_xmit"},
-			} {
-				if n := sum(got, rowCount(row.section, row.name)); n != datagrams {
-					t.Errorf("%s %s: %d, want %d\n%s", row.section, row.name, n, datagrams, udp.stdout.String())
-				}
-			}
+			checkTracepointRows(t, udp.stop(t, syscall.SIGINT), datagrams, udp.stdout.String())
 			none := other.stop(t, syscall.SIGINT)
 			for _, sec := range []string{"INGRESS", "EGRESS"} {
 				if len(none) != 1 || none[0][sec] == nil || len(none[0][sec].rows) != 0 {
