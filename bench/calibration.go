@@ -35,7 +35,7 @@ for i in $(seq $RUNS); do
 done
 `
 
-var calLineRE = regexp.MustCompile(`^CAL layout=(\w+) hwm=(\d+)(?: calibrated in (\S+))?(?: search (\S+), proof (\S+))? (\S+) after start`)
+var calLineRE = regexp.MustCompile(`^CAL layout=(\w+) hwm=(\d+)\s+(?:calibrated in (\S+)\s+)?(?:search (\S+), proof (\S+)\s+)?(\S+) after start`)
 
 // calSample is one run of calibrationScript.
 type calSample struct {

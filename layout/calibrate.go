@@ -122,7 +122,7 @@ func (c *calibrator) run() (*Layout, error) {
 	ptr := uint32(c.s.ptrSize)
 	first := []window{{size: skbWindow}}
 	for off := uint32(0); off < skbWindow; off += ptr {
-		first = append(first, window{path: []uint32{off}, size: pointeeWindow})
+		first = append(first, window{path: []uint32{off}, size: pointeeWindow, magic: true})
 	}
 	samples, err := c.pass(first, c.isOwn)
 	if err != nil {
@@ -170,7 +170,7 @@ func (c *calibrator) findNet(l *Layout, sk Field, sc *SockCommon, first []sample
 	ptr := uint32(c.s.ptrSize)
 	dev := l.SkBuff.Dev.Offset
 	// Window 0 is the frame, to recognize the packet by.
-	ws := []window{{path: []uint32{l.SkBuff.Data.Offset}, size: pointeeWindow}}
+	ws := []window{{path: []uint32{l.SkBuff.Data.Offset}, size: pointeeWindow, magic: true}}
 	for off := uint32(0); off < netDeviceWindow; off += chunk {
 		ws = append(ws, window{path: []uint32{dev}, off: off, size: chunk})
 	}

@@ -13,10 +13,12 @@ import (
 
 // A window is a run of kernel memory a recorder copies for each packet:
 // size bytes at off past where path leads, starting from the sk_buff and
-// following, in turn, the pointer at each of path's offsets.
+// following, in turn, the pointer at each of path's offsets. magic: the
+// window may be the packet's frame, to recognize the lab's packets by.
 type window struct {
 	path      []uint32
 	off, size uint32
+	magic     bool
 }
 
 // A recorder is a BPF program at a perf tracepoint that copies kernel memory
@@ -62,11 +64,13 @@ func (r *recorder) dataOffsets() (offsets []uint32, size uint32) {
 	return offsets, size
 }
 
-// Stack slots of the recorder.
+// Stack slots of the recorder; below them, the pointers that windows'
+// paths start with, each followed once.
 const (
-	recSlotCPU  = -4
-	recSlotKind = -8
-	recSlotPtr  = -16
+	recSlotCPU   = -4
+	recSlotKind  = -8
+	recSlotPtr   = -16
+	recSlotFirst = -24
 )
 
 // program is the recorder's code: in this CPU's scratch record, store the
@@ -99,22 +103,39 @@ func (r *recorder) program() asm.Instructions {
 		asm.StoreMem(asm.R7, 0, asm.R1, asm.DWord),
 		asm.Mov.Imm(asm.R9, 0), // the magic was seen
 	}
+	// The first pointer of a path that several windows share is followed
+	// once: that keeps the program, which the verifier checks instruction
+	// by instruction, small (it matters under emulation).
+	first := map[uint32]int16{}
+	for _, w := range r.windows {
+		if len(w.path) < 2 {
+			continue
+		}
+		if _, ok := first[w.path[0]]; !ok {
+			slot := recSlotFirst - 8*int16(len(first))
+			first[w.path[0]] = slot
+			insns = append(insns, asm.LoadMem(asm.R3, asm.R7, 0, asm.DWord))
+			insns = append(insns, r.follow(w.path[0], fmt.Sprintf("first%d", len(first)))...)
+			insns = append(insns, asm.StoreMem(asm.R10, slot, asm.R3, asm.DWord).WithSymbol(fmt.Sprintf("first%d", len(first))))
+		}
+	}
 	offsets, _ := r.dataOffsets()
 	for i, w := range r.windows {
 		done := fmt.Sprintf("copied%d", i)
-		insns = append(insns, asm.LoadMem(asm.R3, asm.R7, 0, asm.DWord))
-		for _, off := range w.path {
+		path := w.path
+		if slot, ok := first[firstOf(path)]; ok && len(path) > 1 {
+			// A NULL there (or an unreadable first pointer) fails the copy.
 			insns = append(insns,
-				asm.Add.Imm(asm.R3, int32(off)),
-				asm.Mov.Reg(asm.R1, asm.R10),
-				asm.Add.Imm(asm.R1, recSlotPtr),
-				asm.Mov.Imm(asm.R2, int32(r.ptrSize)),
-				asm.FnProbeReadKernel.Call(),
-				asm.JNE.Imm(asm.R0, 0, done),
-				asm.LoadMem(asm.R3, asm.R10, recSlotPtr, loadSize(uint32(r.ptrSize))),
+				asm.LoadMem(asm.R3, asm.R10, slot, asm.DWord),
 				asm.Mov.Imm(asm.R0, -int32(efault)),
 				asm.JEq.Imm(asm.R3, 0, done),
 			)
+			path = path[1:]
+		} else {
+			insns = append(insns, asm.LoadMem(asm.R3, asm.R7, 0, asm.DWord))
+		}
+		for _, off := range path {
+			insns = append(insns, r.follow(off, done)...)
 		}
 		insns = append(insns,
 			asm.Add.Imm(asm.R3, int32(w.off)),
@@ -124,7 +145,9 @@ func (r *recorder) program() asm.Instructions {
 			asm.FnProbeReadKernel.Call(),
 			asm.JNE.Imm(asm.R0, 0, done),
 		)
-		insns = append(insns, r.seeMagic(offsets[i], w.size, fmt.Sprintf("magic%d", i))...)
+		if w.magic {
+			insns = append(insns, r.seeMagic(offsets[i], w.size, fmt.Sprintf("magic%d", i))...)
+		}
 		insns = append(insns, asm.StoreMem(asm.R7, r.statusOffset(i), asm.R0, asm.Word).WithSymbol(done))
 	}
 	return append(insns,
@@ -140,6 +163,36 @@ func (r *recorder) program() asm.Instructions {
 	)
 }
 
+// firstOf is the first offset of a path, or a value no path starts with.
+func firstOf(path []uint32) uint32 {
+	if len(path) == 0 {
+		return ^uint32(0)
+	}
+	return path[0]
+}
+
+// follow replaces the address in R3 with the pointer stored at off past it,
+// and jumps to fail, with R0 the error, where that cannot be read or is
+// NULL; R3 is then 0.
+func (r *recorder) follow(off uint32, fail string) asm.Instructions {
+	size := asm.DWord
+	if r.ptrSize == 4 {
+		size = asm.Word
+	}
+	return asm.Instructions{
+		asm.Add.Imm(asm.R3, int32(off)),
+		asm.Mov.Reg(asm.R1, asm.R10),
+		asm.Add.Imm(asm.R1, recSlotPtr),
+		asm.Mov.Imm(asm.R2, int32(r.ptrSize)),
+		asm.FnProbeReadKernel.Call(),
+		asm.LoadMem(asm.R3, asm.R10, recSlotPtr, size), // zeroed where the read failed
+		asm.JNE.Imm(asm.R0, 0, fail),
+		asm.Mov.Imm(asm.R0, -int32(efault)),
+		asm.JEq.Imm(asm.R3, 0, fail),
+		asm.Mov.Imm(asm.R0, 0),
+	}
+}
+
 // seeMagic sets R9 if the window copied to the record at off holds the
 // magic where an IPv4 or IPv6 frame's UDP payload starts, compared two
 // bytes at a time (strict-alignment kernels allow no wider loads there).
@@ -153,7 +206,9 @@ func (r *recorder) seeMagic(off, size uint32, label string) asm.Instructions {
 		next := fmt.Sprintf("%s_%d", label, j)
 		// Records are larger than a load's 16-bit offset reaches.
 		insns = append(insns, asm.Mov.Reg(asm.R2, asm.R7), asm.Add.Imm(asm.R2, int32(off+at)))
-		for k := 0; k+1 < len(r.magic); k += 2 {
+		// Four bytes tell the lab's packets from others' in the kernel;
+		// user space checks them all.
+		for k := 0; k+1 < min(len(r.magic), 4); k += 2 {
 			insns = append(insns,
 				asm.LoadMem(asm.R1, asm.R2, int16(k), asm.Half),
 				asm.JNE.Imm(asm.R1, int32(r.order.Uint16(r.magic[k:])), next),
