@@ -324,17 +324,27 @@ func action(c *cli.Context) error {
 	r := newRenderer(o.cfg, c.App.ErrWriter)
 	tick := time.NewTicker(o.interval)
 	defer tick.Stop()
-	for n := 0; o.count == 0 || n < o.count; n++ {
+	// The last interval, at Ctrl-C, SIGTERM or the end of -c, is read once
+	// everything is detached: nothing counted after it is left unprinted.
+	last := func() error {
+		if err := set.Detach(); err != nil {
+			return err
+		}
+		return r.interval(c.App.Writer, set)
+	}
+	for n := 1; ; n++ {
 		select {
 		case <-tick.C:
 		case <-sig:
-			return r.interval(c.App.Writer, set)
+			return last()
+		}
+		if n == o.count {
+			return last()
 		}
 		if err := r.interval(c.App.Writer, set); err != nil {
 			return err
 		}
 	}
-	return nil
 }
 
 // writeTrimmedBTF writes the trimmed BTF of l, with the prototypes of the

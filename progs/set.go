@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -181,27 +182,88 @@ func loadProgram(spec *ebpf.ProgramSpec, kernel *btf.Cache) (*ebpf.Program, erro
 	return coll.DetachProgram(spec.Name), nil
 }
 
-// Close detaches and unloads everything.
-func (s *Set) Close() error {
+// Detach detaches every program, so that nothing more is counted, and
+// returns once no program can still be running on another CPU: then the
+// counters hold their final values, for a last Read that misses nothing.
+func (s *Set) Detach() error {
 	// Links close in parallel: each fentry link waits for the kernel to
 	// retire its trampoline, and one after another those waits add up.
 	errs := make([]error, len(s.links))
 	var wg sync.WaitGroup
 	for i, l := range s.links {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = l.Close()
-		}()
+		wg.Go(func() { errs[i] = l.Close() })
 	}
 	wg.Wait()
+	s.links = nil
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("detach: %w", err)
+	}
+	return s.settle()
+}
+
+// settle waits until the counters stop changing: a program that a CPU was
+// running as its link closed ends within microseconds, so two sums of
+// every counter a millisecond apart that agree mean that none runs.
+func (s *Set) settle() error {
+	last, err := s.total()
+	for i := 0; err == nil && i < settleReads; i++ {
+		time.Sleep(time.Millisecond)
+		var now uint64
+		if now, err = s.total(); err == nil && now == last {
+			return nil
+		}
+		last = now
+	}
+	if err != nil {
+		return fmt.Errorf("read counters after detaching: %w", err)
+	}
+	return fmt.Errorf("counters still changing %d ms after detaching", settleReads)
+}
+
+// settleReads bounds how long settle waits, in milliseconds.
+const settleReads = 1000
+
+// total sums every counter of every CPU, rows and stacks.
+func (s *Set) total() (uint64, error) {
+	per := make([]uint64, ebpf.MustPossibleCPU())
+	var sum uint64
+	add := func() {
+		for _, v := range per {
+			sum += v
+		}
+	}
+	for key := uint32(0); key < s.rows+uint32(numSections); key++ {
+		if err := s.maps[rowsMap].Lookup(key, &per); err != nil {
+			return 0, err
+		}
+		add()
+	}
+	if stacks, ok := s.maps[stacksMap]; ok {
+		var key stackKey
+		it := stacks.Iterate()
+		for it.Next(&key, &per) {
+			add()
+		}
+		if err := it.Err(); err != nil {
+			return 0, err
+		}
+	}
+	return sum, nil
+}
+
+// Close detaches (if Detach has not) and unloads everything.
+func (s *Set) Close() error {
+	var errs []error
+	if len(s.links) > 0 {
+		errs = append(errs, s.Detach())
+	}
 	for _, p := range s.progs {
 		errs = append(errs, p.Close())
 	}
 	for _, m := range s.maps {
 		errs = append(errs, m.Close())
 	}
-	s.links, s.progs, s.maps = nil, nil, nil
+	s.progs, s.maps = nil, nil
 	return errors.Join(errs...)
 }
 
