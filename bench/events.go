@@ -9,9 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,6 +17,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/skbstat/skbstat/internal/loaded"
 )
 
 // tracepoints and the name skbstat gives its program for each.
@@ -264,47 +264,30 @@ func byTracepoint(_ ebpf.ProgramID, pi *ebpf.ProgramInfo) (string, error) {
 // programsOf opens the BPF programs that process pid holds, found by the
 // prog_id line in its file descriptors' fdinfo, keyed by label.
 func programsOf(pid int, label programLabel) (map[string]*ebpf.Program, []ebpf.ProgramID, error) {
-	dir := fmt.Sprintf("/proc/%d/fdinfo", pid)
-	entries, err := os.ReadDir(dir)
+	ids, _, err := loaded.HeldBy(pid)
 	if err != nil {
 		return nil, nil, err
 	}
 	progs := map[string]*ebpf.Program{}
-	var ids []ebpf.ProgramID
-	for _, e := range entries {
-		info, err := os.ReadFile(filepath.Join(dir, e.Name()))
+	for _, id := range ids {
+		p, err := ebpf.NewProgramFromID(id)
 		if err != nil {
-			continue // closed meanwhile
+			return progs, ids, fmt.Errorf("open program %d: %w", id, err)
 		}
-		for _, line := range strings.Split(string(info), "\n") {
-			v, ok := strings.CutPrefix(line, "prog_id:\t")
-			if !ok {
-				continue
-			}
-			id, err := strconv.ParseUint(v, 10, 32)
-			if err != nil {
-				return progs, ids, fmt.Errorf("%s/%s: %q", dir, e.Name(), line)
-			}
-			ids = append(ids, ebpf.ProgramID(id))
-			p, err := ebpf.NewProgramFromID(ebpf.ProgramID(id))
-			if err != nil {
-				return progs, ids, fmt.Errorf("open program %d: %w", id, err)
-			}
-			pi, err := p.Info()
-			if err != nil {
-				p.Close()
-				return progs, ids, fmt.Errorf("program %d: %w", id, err)
-			}
-			key, err := label(ebpf.ProgramID(id), pi)
-			if err != nil {
-				p.Close()
-				return progs, ids, fmt.Errorf("program %d: %w", id, err)
-			}
-			if key != "" && progs[key] == nil {
-				progs[key] = p
-			} else {
-				p.Close()
-			}
+		pi, err := p.Info()
+		if err != nil {
+			p.Close()
+			return progs, ids, fmt.Errorf("program %d: %w", id, err)
+		}
+		key, err := label(id, pi)
+		if err != nil {
+			p.Close()
+			return progs, ids, fmt.Errorf("program %d: %w", id, err)
+		}
+		if key != "" && progs[key] == nil {
+			progs[key] = p
+		} else {
+			p.Close()
 		}
 	}
 	if len(progs) == 0 {

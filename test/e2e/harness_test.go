@@ -17,6 +17,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/skbstat/skbstat/internal/loaded"
 )
 
 var (
@@ -363,27 +368,54 @@ func stackCount(sec, reason string) func(interval) uint64 {
 	}
 }
 
-// bpfObjects lists the skbstat programs loaded in the kernel, by name, and
-// the links that attach them, by id.
-func bpfObjects(t *testing.T) (progs, links []string) {
+// objects are the BPF programs and links one process holds.
+type objects struct {
+	names []string // the programs', as bpftool shows them
+	progs []ebpf.ProgramID
+	links []link.ID
+}
+
+// heldBy lists what process pid holds, from its /proc/PID/fdinfo: a test's
+// own skbstat, told apart from every other BPF tool, test or skbstat on the
+// machine.
+func heldBy(t *testing.T, pid int) objects {
 	t.Helper()
-	ids := map[string]bool{}
-	for _, line := range strings.Split(bpftool(t, "prog", "show"), "\n") {
-		if i := strings.Index(line, " name skbstat_"); i >= 0 {
-			progs = append(progs, strings.Fields(line[i:])[1])
-			ids[strings.TrimSuffix(strings.Fields(line)[0], ":")] = true
-		}
+	progs, links, err := loaded.HeldBy(pid)
+	if err != nil {
+		t.Fatal(err)
 	}
-	// A link's first line is "ID: TYPE  prog PROG_ID".
-	for _, line := range strings.Split(bpftool(t, "link", "show"), "\n") {
-		f := strings.Fields(line)
+	o := objects{progs: progs, links: links}
+	for _, id := range progs {
+		f := strings.Fields(bpftool(t, "prog", "show", "id", fmt.Sprint(id)))
 		for i := 0; i+1 < len(f); i++ {
-			if f[i] == "prog" && ids[f[i+1]] {
-				links = append(links, strings.TrimSuffix(f[0], ":"))
+			if f[i] == "name" {
+				o.names = append(o.names, f[i+1])
 			}
 		}
 	}
-	return progs, links
+	return o
+}
+
+// left returns those of o that bpftool still finds loaded.
+func (o objects) left(t *testing.T) []string {
+	t.Helper()
+	var still []string
+	for _, id := range o.progs {
+		if bpftoolFinds("prog", fmt.Sprint(id)) {
+			still = append(still, fmt.Sprintf("program %d", id))
+		}
+	}
+	for _, id := range o.links {
+		if bpftoolFinds("link", fmt.Sprint(id)) {
+			still = append(still, fmt.Sprintf("link %d", id))
+		}
+	}
+	return still
+}
+
+// bpftoolFinds reports whether bpftool shows the program or link id.
+func bpftoolFinds(kind, id string) bool {
+	return exec.Command("bpftool", kind, "show", "id", id).Run() == nil
 }
 
 func bpftool(t *testing.T, args ...string) string {
