@@ -28,17 +28,17 @@ import (
 )
 
 const examples = `examples:
-    skbstat                               # dump kernel skb drop backtraces (default)
-    skbstat --no_drop                     # do not dump kernel skb drop backtraces
-    skbstat --input                       # dump kernel skb input backtraces
-    skbstat --output                      # dump kernel skb output backtraces
-    skbstat --consume                     # dump kernel skb consume routines
-    skbstat -s 10.0.0.1                   # only trace packet comming from 10.0.0.1
-    skbstat -N 10.0.0.1                   # only trace packet comming from or going to 10.0.0.1
-    skbstat -N 1000::1                    # only trace packet comming from or going to 1000::1
-    skbstat -p tcp                        # only trace TCP packet
-    skbstat -p tcp -D 80                  # only trace input HTTP packet
-    skbstat -p tcp -P 80                  # only trace input or output HTTP packet
+    skbstat                               # count drops per kernel stack and reason (default)
+    skbstat --no_drop --input             # count packets entering the stack, and no drops
+    skbstat --input                       # also count packets entering the stack, per function and tracepoint
+    skbstat --output                      # also count packets leaving, per function and tracepoint
+    skbstat --consume                     # also count packets freed normally, per kernel stack
+    skbstat -s 10.0.0.1                   # only packets coming from 10.0.0.1
+    skbstat -N 10.0.0.1                   # only packets coming from or going to 10.0.0.1
+    skbstat -N 1000::1                    # only packets coming from or going to 1000::1
+    skbstat -p tcp                        # only TCP packets
+    skbstat -p tcp -D 80                  # only TCP packets to port 80, whichever way they go
+    skbstat -p tcp -P 80                  # only TCP packets from or to port 80
     skbstat -I eth0 -c 5 -i 1             # packets on eth0, five 1-second intervals`
 
 // Exit statuses.
@@ -54,7 +54,7 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	app := &cli.App{
 		Name:            "skbstat",
-		Usage:           "Trace skb event (input/output/consume/drop) of the kernel.",
+		Usage:           "where in the kernel packets go, and where and why they are dropped",
 		UsageText:       "skbstat [options]",
 		Description:     examples,
 		HideHelpCommand: true,
@@ -86,7 +86,7 @@ func (e usageError) Error() string { return e.msg }
 
 func flags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "interval", Aliases: []string{"i"}, Value: "3", Usage: "interval in seconds to print backtrace (fractions allowed)"},
+		&cli.StringFlag{Name: "interval", Aliases: []string{"i"}, Value: "3", Usage: "print every `SECONDS` (fractions allowed)"},
 		&cli.IntFlag{Name: "count", Aliases: []string{"c"}, Usage: "stop after `N` intervals (0: run until interrupted)"},
 		&cli.StringFlag{Name: "saddr", Aliases: []string{"s"}, Usage: "source ip/ipv6 address/network"},
 		&cli.StringFlag{Name: "daddr", Aliases: []string{"d"}, Usage: "destination ip/ipv6 address/network"},
@@ -96,10 +96,10 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "port", Aliases: []string{"P"}, Usage: "source or destination tcp/udp/sctp port or range LO-HI"},
 		&cli.StringFlag{Name: "proto", Aliases: []string{"p"}, Usage: "protocol (tcp, udp, icmp, icmp6, sctp, udplite, gre, esp, ah, or 0-255)"},
 		&cli.StringFlag{Name: "interface", Aliases: []string{"I"}, Usage: "only packets on network device `NAME`"},
-		&cli.BoolFlag{Name: "input", Usage: "trace skb input"},
-		&cli.BoolFlag{Name: "output", Usage: "trace skb output"},
-		&cli.BoolFlag{Name: "consume", Usage: "dump consume_skb backtrace"},
-		&cli.BoolFlag{Name: "no_drop", Aliases: []string{"no-drop"}, Usage: "don't dump kfree_skb backtrace"},
+		&cli.BoolFlag{Name: "input", Usage: "INGRESS: count packets entering the stack, per kernel function and tracepoint"},
+		&cli.BoolFlag{Name: "output", Usage: "EGRESS: count packets leaving, per kernel function and tracepoint"},
+		&cli.BoolFlag{Name: "consume", Usage: "CONSUME: count packets freed normally, per kernel stack"},
+		&cli.BoolFlag{Name: "no_drop", Aliases: []string{"no-drop"}, Usage: "no DROP section: do not count drops per kernel stack and reason"},
 		&cli.StringSliceFlag{Name: "func", Aliases: []string{"f"}, Usage: "also count kernel function `NAME[:N]` (one with a struct sk_buff * argument, N its position from 0: needed without BTF), in a FUNC section; repeatable"},
 		&cli.StringFlag{Name: "attach", Value: string(progs.Auto), Usage: "how kernel functions attach: auto, fentry, kprobe-multi or kprobe"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "say how each probe was attached, and why any was not"},

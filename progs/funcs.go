@@ -208,9 +208,10 @@ func lackingMechanisms(attach Mechanism, probeFn string, kernel *btf.Cache) map[
 	if _, err := os.Stat("/sys/bus/event_source/devices/kprobe/type"); err != nil {
 		dead[Kprobe] = errors.New("this kernel has no kprobes (CONFIG_KPROBES)")
 		dead[KprobeMulti] = dead[Kprobe]
-	} else if err := features.HaveProgramHelper(ebpf.Kprobe, asm.FnGetAttachCookie); err != nil {
-		// kprobe.multi links (5.18) came after attach cookies (5.15).
-		dead[KprobeMulti] = fmt.Errorf("not supported by this kernel (no bpf_get_attach_cookie: %v)", err)
+	} else if err := features.HaveBPFLinkKprobeMulti(); errors.Is(err, ebpf.ErrNotSupported) {
+		// Only ErrNotSupported is conclusive; on any other error, the
+		// attach is tried and says what is wrong.
+		dead[KprobeMulti] = fmt.Errorf("not supported by this kernel (%v)", err)
 	}
 	if attach == Auto || attach == Fentry {
 		if probeFn == "" {
@@ -452,11 +453,33 @@ const errENOTSUPP = unix.Errno(524)
 func kernelLacks(m Mechanism, err error) error {
 	switch {
 	case errors.Is(err, unix.EPERM) && m == Fentry:
-		return errors.New("not permitted (the kernel's lockdown forbids function tracing)")
+		return fmt.Errorf("not permitted (%s)", permissionCause(err))
 	case errors.Is(err, ebpf.ErrNotSupported), errors.Is(err, errENOTSUPP), errors.Is(err, unix.EOPNOTSUPP):
 		return fmt.Errorf("not supported by this kernel (%v)", err)
 	}
 	return nil
+}
+
+// lockdownFile says whether the kernel is locked down: "none [integrity]
+// confidentiality" marks the mode in force.
+const lockdownFile = "/sys/kernel/security/lockdown"
+
+// permissionCause says why the kernel refused function tracing: its
+// lockdown where that is in force, else the refusal as it is (EPERM can have
+// other causes, and says no more).
+func permissionCause(err error) string {
+	b, rerr := os.ReadFile(lockdownFile)
+	if rerr != nil {
+		return fmt.Sprintf("%v; whether the kernel is locked down cannot be told: %v", err, rerr)
+	}
+	mode := strings.TrimSpace(string(b))
+	if i, j := strings.IndexByte(mode, '['), strings.IndexByte(mode, ']'); i >= 0 && j > i {
+		mode = mode[i+1 : j]
+	}
+	if mode != "none" {
+		return fmt.Sprintf("the kernel is locked down (%s), which forbids function tracing", mode)
+	}
+	return fmt.Sprintf("%v; the kernel is not locked down", err)
 }
 
 // each attaches each probe with its own hook; it returns those that failed.

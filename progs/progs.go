@@ -282,7 +282,7 @@ func countStack(s Section, h hook, rows uint32) asm.Instructions {
 // Dump writes the instructions of every program cfg asks for, as they would
 // be loaded with the first hook of each probe that this kernel offers.
 func Dump(w io.Writer, cfg Config) error {
-	pl, err := newPlan(cfg)
+	pl, err := newPlan(cfg, false)
 	if err != nil {
 		return err
 	}
@@ -337,12 +337,16 @@ type plan struct {
 	dead    map[Mechanism]error
 }
 
-func newPlan(cfg Config) (plan, error) {
-	p := plan{probes: tracepointProbes(cfg)}
+// newPlan plans what cfg asks for. With tryMechanisms it first finds the
+// attach mechanisms the kernel lacks, by trying them (a feature probe, a
+// trial fentry program); without, it plans every one as available and
+// creates nothing in the kernel, as --dump-bpf must.
+func newPlan(cfg Config, tryMechanisms bool) (plan, error) {
+	p := plan{probes: tracepointProbes(cfg), dead: map[Mechanism]error{}}
 	fns, excluded := wantedFuncs(cfg)
 	p.missing = excluded
-	if len(fns) == 0 {
-		return p, nil
+	if len(fns) == 0 || !tryMechanisms {
+		return p.withFunctions(cfg, fns)
 	}
 	// fentry is tried on a kernel test function with a tiny prototype, so
 	// that a kernel without fentry decodes little BTF.
@@ -362,6 +366,14 @@ func newPlan(cfg Config) (plan, error) {
 		for _, k := range fns {
 			p.missing = append(p.missing, Attachment{Section: k.section, Probe: k.name, Err: err})
 		}
+		return p, nil
+	}
+	return p.withFunctions(cfg, fns)
+}
+
+// withFunctions adds the probes of the kernel functions fns.
+func (p plan) withFunctions(cfg Config, fns []kernelFunc) (plan, error) {
+	if len(fns) == 0 {
 		return p, nil
 	}
 	syms, err := kallsyms.Load()

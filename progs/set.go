@@ -44,7 +44,7 @@ type Attachment struct {
 // best hook the kernel offers. A probe that cannot be attached is skipped and
 // listed in Skipped; if none can be, Load fails and leaves nothing behind.
 func Load(cfg Config) (*Set, error) {
-	p, err := newPlan(cfg)
+	p, err := newPlan(cfg, true)
 	if err != nil {
 		return nil, err
 	}

@@ -432,13 +432,14 @@ func createdBy(t *testing.T, uid uint32) []ebpf.ProgramID {
 }
 
 // TestDumpBPF checks that --dump-bpf prints each program with the filter's
-// constants as immediates, and loads nothing: it runs without a capability
+// constants as immediates, and loads nothing, also where function rows are
+// asked for (no trial program, no feature probe): it runs without a capability
 // (loading a program or making a map would need CAP_BPF or CAP_SYS_ADMIN),
 // so that other BPF tools on the machine cannot blur the check.
 func TestDumpBPF(t *testing.T) {
 	requireRoot(t)
 	cmd := exec.Command("setpriv", "--inh-caps=-all", "--bounding-set=-all", "--",
-		skbstatBin, "--dump-bpf", "--consume", "-d", "10.1.2.3", "-p", "udp")
+		skbstatBin, "--dump-bpf", "--input", "--consume", "-d", "10.1.2.3", "-p", "udp")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("%v: %s", err, out)
@@ -449,7 +450,7 @@ func TestDumpBPF(t *testing.T) {
 	addr := netip.MustParseAddr("10.1.2.3").As4()
 	imm := fmt.Sprintf("imm: %d <", int32(binary.NativeEndian.Uint32(addr[:])))
 	for _, want := range []string{
-		"; skb:consume_skb (skbstat_consume, ", "; skb:kfree_skb (skbstat_drop, ",
+		"; skb:consume_skb (skbstat_consume, ", "; skb:kfree_skb (skbstat_drop, ", "; net:netif_receive_skb (skbstat_rx, ",
 		"; filter: address at header offset 16 in 10.1.2.3/32", imm, "Call FnGetStackid",
 	} {
 		if !strings.Contains(text, want) {
