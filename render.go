@@ -177,7 +177,7 @@ func (r *renderer) symbols() *kallsyms.Table {
 		fmt.Fprintf(r.warn, "skbstat: warning: %v: kernel stacks print as raw addresses\n", err)
 		syms = &kallsyms.Table{}
 	case syms.Restricted():
-		fmt.Fprintln(r.warn, "skbstat: warning: /proc/kallsyms hides addresses (kernel.kptr_restrict): kernel stacks print as raw addresses")
+		fmt.Fprintf(r.warn, "skbstat: warning: /proc/kallsyms hides the kernel's addresses (%s): kernel stacks print as raw addresses\n", kallsyms.HiddenBecause())
 	}
 	r.syms = syms
 	return syms

@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -88,6 +90,47 @@ func TestDumpBPFWithoutBTF(t *testing.T) {
 		"; filter: address at header offset 16 in 10.1.2.3/32"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("--dump-bpf without BTF lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestStacksWithoutSyslog runs skbstat without CAP_SYSLOG: /proc/kallsyms
+// hides the kernel's addresses then (kernel.perf_event_paranoid above 1, or
+// kernel.kptr_restrict 1), so stacks print as raw addresses, the drops are
+// counted all the same, and one warning says why.
+func TestStacksWithoutSyslog(t *testing.T) {
+	requireRoot(t)
+	sysctl := func(name string) int {
+		b, err := os.ReadFile("/proc/sys/kernel/" + name)
+		v, aerr := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || aerr != nil {
+			t.Fatalf("kernel.%s: %v %v", name, err, aerr)
+		}
+		return v
+	}
+	if sysctl("kptr_restrict") == 0 && sysctl("perf_event_paranoid") <= 1 {
+		t.Skip("this machine shows kernel addresses to every process (kernel.kptr_restrict 0, kernel.perf_event_paranoid at most 1)")
+	}
+	p := newPair(t)
+	r := startCommand(t, append([]string{"setpriv", "--inh-caps=-syslog", "--bounding-set=-syslog", "--"},
+		append(skbstatArgv(), "-i", "60", "-d", p.b4, "-p", "udp")...))
+	p.sendUDP(t, datagrams, p.a4, p.b4)
+	settle()
+	ivs := r.stop(t, syscall.SIGINT)
+	if n := sum(ivs, stackCount("DROP", "NO_SOCKET")); n != datagrams {
+		t.Errorf("%d NO_SOCKET drops without CAP_SYSLOG, want %d", n, datagrams)
+	}
+	warning := "skbstat: warning: /proc/kallsyms hides the kernel's addresses ("
+	if !strings.Contains(r.stderr.String(), warning) || !strings.Contains(r.stderr.String(), "CAP_SYSLOG") {
+		t.Errorf("no warning naming the cause and CAP_SYSLOG:\n%s", r.stderr.String())
+	}
+	for _, iv := range ivs {
+		for _, st := range iv["DROP"].stacks {
+			for _, f := range st.frames {
+				if !strings.HasPrefix(f, "0x") {
+					t.Errorf("frame %q of a stack without CAP_SYSLOG, want a raw address", f)
+				}
+			}
 		}
 	}
 }
