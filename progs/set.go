@@ -80,6 +80,13 @@ func load(cfg Config, p plan) (_ *Set, err error) {
 	if err := p.dead[cfg.Attach]; err != nil && len(funcs) > 0 {
 		return nil, fmt.Errorf("--attach %s: %w", cfg.Attach, err)
 	}
+	// A function the user named that counts nothing would be a wrong
+	// answer, not a degraded one.
+	for _, a := range s.Skipped {
+		if a.Section == Func {
+			return nil, fmt.Errorf("-f %s: %w", a.Probe, a.Err)
+		}
+	}
 	if len(s.Attached) == 0 {
 		errs := make([]error, len(s.Skipped))
 		for i, a := range s.Skipped {

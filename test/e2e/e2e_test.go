@@ -357,6 +357,12 @@ func TestNoFunctionTracing(t *testing.T) {
 	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), "skbstat: --attach kprobe: this kernel has no kprobes") {
 		t.Errorf("--attach kprobe: exit %d, %q; want exit 1 saying the kernel has no kprobes", code, out)
 	}
+	// A function the user names must count, or skbstat says why not.
+	cmd = exec.Command(skbstatBin, "-f", "ip_send_skb:1", "-c", "1", "-i", "0.01")
+	out, _ = cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.HasPrefix(string(out), "skbstat: -f ip_send_skb: ") || strings.Count(string(out), "\n") != 1 {
+		t.Errorf("-f ip_send_skb:1: exit %d, %q; want exit 1 with one line naming -f and the cause", code, out)
+	}
 }
 
 // TestExternalBTF reads the kernel layout from a BTF file, as on kernels

@@ -76,7 +76,7 @@ for m in fentry kprobe-multi kprobe; do
 	start $m-tcp6 --attach $m --input --output --no_drop -s ::1 -S 5558 -p tcp
 	start $m-veth4 --attach $m --input --output --no_drop -s 10.77.0.1 -S 5555 -p udp
 	start $m-none --attach $m --input --output --no_drop -N 127.0.0.2 -p udp
-	start $m-func --attach $m --no_drop -f ip_send_skb:1 -f udp_send_skb:0 -s 127.0.0.1 -S 5555
+	start $m-func --attach $m --no_drop -f ip_send_skb:1 -f ip_output:2 -s 127.0.0.1 -S 5555
 	for c in udp6 tcp4 tcp6 veth4 none func; do ready $m-$c; done
 	send
 	sleep 1
