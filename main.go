@@ -348,8 +348,9 @@ func action(c *cli.Context) error {
 }
 
 // writeTrimmedBTF writes the trimmed BTF of l, with the prototypes of the
-// function rows' functions and of the -f values funcs, to path. A file it could not finish is
-// removed: half a BTF file would fail only on the machine it is for.
+// function rows' functions and of the -f values funcs, to path. A file it
+// could not finish is removed: half a BTF file would fail only on the
+// machine it is for.
 func writeTrimmedBTF(path string, l *layout.Layout, funcs []string) (err error) {
 	if !l.HasFuncBTF() {
 		return usageError{fmt.Sprintf("--write-btf %s: a trimmed file can only be made from BTF: the kernel's (where it has some, with --layout btf or auto) or --btf FILE's", path)}
