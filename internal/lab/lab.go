@@ -130,7 +130,39 @@ func (l *Lab) openHost(why error) error {
 	l.IPv6 = ipv6Works()
 	l.Fallback, l.NoDevices = why, errors.New("calibrating on the host's loopback, which has no device of a known index")
 	l.Lo, l.Lo6 = netip.AddrFrom4([4]byte{127, 0, 0, 1}), netip.IPv6Loopback()
+	if err := l.findClosedPort(); err != nil {
+		return err
+	}
 	return l.openSockets()
+}
+
+// findClosedPort makes sure that nothing on the host listens on the lab's
+// closed port, choosing other random ones until nothing does: the host's
+// services must not be sent the lab's datagrams, and the proof counts
+// their drops.
+func (l *Lab) findClosedPort() error {
+	for range 20 {
+		if closed(netip.AddrPortFrom(l.Lo, l.ClosedPort)) && (!l.IPv6 || closed(netip.AddrPortFrom(l.Lo6, l.ClosedPort))) {
+			return nil
+		}
+		l.ClosedPort = 50000 + uint16(rand.IntN(10000))
+	}
+	return errors.New("no closed UDP port found on the host's loopback")
+}
+
+// closed reports whether a UDP socket can be bound to a: nothing receives
+// datagrams sent there.
+func closed(a netip.AddrPort) bool {
+	family := unix.AF_INET
+	if a.Addr().Is6() {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	return unix.Bind(fd, sockaddr(a)) == nil
 }
 
 func inode(f *os.File) (uint64, error) {
