@@ -10,12 +10,15 @@ import (
 	"github.com/cilium/ebpf/asm"
 )
 
-func TestPrograms(t *testing.T) {
+// loadTestProgram loads an empty program called name and returns it with
+// its ID.
+func loadTestProgram(t *testing.T, name string) (*ebpf.Program, ebpf.ProgramID) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("loading a BPF program needs root")
 	}
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name: "loaded_test", Type: ebpf.SocketFilter, License: "GPL",
+		Name: name, Type: ebpf.SocketFilter, License: "GPL",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
 	})
 	if err != nil {
@@ -26,6 +29,11 @@ func TestPrograms(t *testing.T) {
 		t.Fatal(err)
 	}
 	id, _ := info.ID()
+	return prog, id
+}
+
+func TestPrograms(t *testing.T) {
+	prog, id := loadTestProgram(t, "loaded_test")
 	names, err := Programs()
 	if err != nil {
 		t.Fatal(err)
@@ -39,21 +47,7 @@ func TestPrograms(t *testing.T) {
 // TestHeldBy loads a program in this process: HeldBy finds it among the
 // process's descriptors, and Gone says so once it is closed.
 func TestHeldBy(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("loading a BPF program needs root")
-	}
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name: "loaded_held", Type: ebpf.SocketFilter, License: "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := prog.Info()
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, _ := info.ID()
+	prog, id := loadTestProgram(t, "loaded_held")
 	progs, links, err := HeldBy(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
