@@ -11,9 +11,6 @@ import (
 
 // Calibration tells how a calibrated Layout was found.
 type Calibration struct {
-	// Lab is where the packets were sent: a private namespace, or the
-	// host's loopback (then Lab.Fallback says why).
-	Lab *lab.Lab
 	// Took is how long calibration took.
 	Took time.Duration
 	// Missing names what could not be calibrated, and so which filters
@@ -147,7 +144,7 @@ func (c *calibrator) run() (*Layout, error) {
 			NetworkHeader: h.network, TransportHeader: h.transport, MacHeader: h.macHeader, Dev: dev, Sk: sk},
 		NetDevice:   NetDevice{Ifindex: ifindex},
 		Source:      "calibration",
-		Calibration: &Calibration{Lab: c.lab},
+		Calibration: &Calibration{},
 	}
 	if ifindex.Size == 0 {
 		l.Calibration.Missing = append(l.Calibration.Missing, fmt.Sprintf("-I (net_device ifindex): %v", c.lab.NoDevices))

@@ -26,7 +26,6 @@ type window struct {
 // known values of its own packets. It runs nowhere near the user's traffic:
 // only while calibration sends, and only for skb->len in [minLen, minLen+kinds).
 type recorder struct {
-	tp      string // net:net_dev_queue
 	skb     tracefs.Field
 	len     tracefs.Field
 	ptrSize int

@@ -218,15 +218,7 @@ func TestLostStackLocation(t *testing.T) {
 	}
 	// One filter for both families: the lab's ports, the same for both.
 	from, to := lb.Addrs(lab.Packet{})
-	f, err := filter.Parse(filter.Options{Sport: strconv.Itoa(int(from.Port())), Dport: strconv.Itoa(int(to.Port())), Proto: "udp"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := Load(Config{Layout: l, Filter: f, Drop: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := loadDrops(t, l, filter.Options{Sport: strconv.Itoa(int(from.Port())), Dport: strconv.Itoa(int(to.Port())), Proto: "udp"})
 	const n = 5
 	sendLab(t, lb, false, n)
 	v4 := readUntil(t, s, n) // all counted before any IPv6 datagram is sent

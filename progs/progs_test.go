@@ -50,6 +50,21 @@ func sendUDP(t *testing.T, to netip.AddrPort, n int) {
 	}
 }
 
+// loadDrops loads the DROP probe with the filter of o.
+func loadDrops(t *testing.T, l *layout.Layout, o filter.Options) *Set {
+	t.Helper()
+	f, err := filter.Parse(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Load(Config{Layout: l, Filter: f, Drop: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // loadHook loads cfg's one tracepoint probe with its i-th hook only, which
 // must attach as mechanism; check, where not nil, may skip the test first.
 func loadHook(t *testing.T, cfg Config, i int, mechanism string, check func(*testing.T, *probe)) *Set {
@@ -125,15 +140,7 @@ func TestOverflow(t *testing.T) {
 			defer func(counters, stacks uint32) { countEntries, stackEntries = counters, stacks }(countEntries, stackEntries)
 			countEntries, stackEntries = c.counters, 1
 			v4 := closedPort(t)
-			f, err := filter.Parse(filter.Options{Dport: strconv.Itoa(int(v4.Port())), Proto: "udp"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			s, err := Load(Config{Layout: l, Filter: f, Drop: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
+			s := loadDrops(t, l, filter.Options{Dport: strconv.Itoa(int(v4.Port())), Proto: "udp"})
 			// IPv4 and IPv6 drops have different stacks; only one fits.
 			const n = 5
 			sendUDP(t, v4, n)

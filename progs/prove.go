@@ -158,10 +158,7 @@ func proofCounts(rows *ebpf.Map, checks []check) ([]uint64, error) {
 			if err := rows.Lookup(uint32(i), &per); err != nil {
 				return false, fmt.Errorf("read proof counter: %w", err)
 			}
-			got[i] = 0
-			for _, v := range per {
-				got[i] += v
-			}
+			got[i] = sumCPUs(per)
 			done = done && got[i] >= c.want
 		}
 		return done, nil

@@ -234,22 +234,17 @@ const settleReads = 1000
 func (s *Set) total() (uint64, error) {
 	per := make([]uint64, ebpf.MustPossibleCPU())
 	var sum uint64
-	add := func() {
-		for _, v := range per {
-			sum += v
-		}
-	}
 	for key := uint32(0); key < s.rows+uint32(numSections); key++ {
 		if err := s.maps[rowsMap].Lookup(key, &per); err != nil {
 			return 0, err
 		}
-		add()
+		sum += sumCPUs(per)
 	}
 	if stacks, ok := s.maps[stacksMap]; ok {
 		var key stackKey
 		it := stacks.Iterate()
 		for it.Next(&key, &per) {
-			add()
+			sum += sumCPUs(per)
 		}
 		if err := it.Err(); err != nil {
 			return 0, err
@@ -357,13 +352,19 @@ func (s *Set) Read() (Counts, error) {
 // delta sums a counter's per-CPU values and returns how much the sum grew
 // since the last call for key.
 func delta[K comparable](prev map[K]uint64, key K, perCPU []uint64) uint64 {
+	sum := sumCPUs(perCPU)
+	d := sum - prev[key]
+	prev[key] = sum
+	return d
+}
+
+// sumCPUs is a per-CPU counter's total.
+func sumCPUs(perCPU []uint64) uint64 {
 	var sum uint64
 	for _, v := range perCPU {
 		sum += v
 	}
-	d := sum - prev[key]
-	prev[key] = sum
-	return d
+	return sum
 }
 
 func (s *Set) hasReason(sec Section) bool {
