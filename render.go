@@ -55,8 +55,12 @@ func (r *renderer) interval(w io.Writer, set *progs.Set) error {
 	bySection := map[progs.Section]*output.Section{}
 	out := make([]output.Section, len(r.sections))
 	for i, s := range r.sections {
-		out[i] = output.Section{Name: s.String(), Uncounted: c.Uncounted[s]}
+		out[i] = output.Section{Name: s.String()}
 		bySection[s] = &out[i]
+	}
+	for _, n := range c.Notes {
+		sec := bySection[n.Section]
+		sec.Notes = append(sec.Notes, output.Note{Count: n.Count, Text: n.Cause.String()})
 	}
 	for _, row := range c.Rows {
 		sec := bySection[row.Section]

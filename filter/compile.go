@@ -186,9 +186,7 @@ func (g generator) ipv6() asm.Instructions {
 			asm.LoadMem(regProto, regPtr, ipv6NextHdrOffset, asm.Byte),
 			asm.Mov.Imm(regOff, ipv6HeaderLen),
 		)
-		for i := range maxExtensionHeaders {
-			insns = append(insns, g.extensionHeader(i)...)
-		}
+		insns = append(insns, g.walkExtensionHeaders()...)
 	}
 	return insns
 }
@@ -278,29 +276,31 @@ func (g generator) rejectLaterFragment(off int16, mask []byte, target string) as
 	}
 }
 
-// extensionHeader is step i of the IPv6 extension header walk: if regProto
-// is an extension header, it reads that header, advances regOff past it and
-// leaves its next header in regProto. Otherwise, the walk is done. A
-// fragment after the first ends the walk (its protocol is known, but what
-// follows is payload) and rejects port conditions.
-func (g generator) extensionHeader(i int) asm.Instructions {
-	next := g.label(fmt.Sprint("ext", i+1))
-	if i+1 == maxExtensionHeaders {
-		next = g.label("transport")
-	}
-	fragment := g.label(fmt.Sprint("ext", i, "_fragment"))
+// walkExtensionHeaders follows the IPv6 extension headers from the next
+// header in regProto, with regOff past the fixed header: a bounded loop
+// whose count lives in the Source's scratch slot (no register is free
+// across Fetch's helper call). It leaves the upper-layer protocol in
+// regProto and its offset in regOff. A fragment after the first ends the
+// walk (its protocol is known, but what follows is payload) and rejects
+// port conditions; a chain longer than MaxExtensionHeaders is undecided.
+func (g generator) walkExtensionHeaders() asm.Instructions {
+	walk, fragment := g.label("ext_walk"), g.label("ext_fragment")
 	laterFragment := g.label("transport")
 	if g.f.hasPortCondition() {
 		laterFragment = g.reject
 	}
+	count := g.src.Scratch()
 	insns := asm.Instructions{
-		jumpBy(asm.JEq, regProto, protoHopByHop, 3).WithSource(asm.Comment(fmt.Sprint("filter: IPv6 extension header ", i+1))),
+		asm.Mov.Imm(regTmp, 0).WithSource(asm.Comment(fmt.Sprintf("filter: IPv6 extension headers, at most %d", MaxExtensionHeaders))),
+		asm.StoreMem(asm.R10, count, regTmp, asm.DWord),
+		jumpBy(asm.JEq, regProto, protoHopByHop, 3).WithSymbol(walk),
 		jumpBy(asm.JEq, regProto, protoRouting, 2),
 		jumpBy(asm.JEq, regProto, protoDstOpts, 1),
 		asm.JNE.Imm(regProto, protoFragment, g.label("transport")),
-	}
-	if i > 0 {
-		insns[0] = insns[0].WithSymbol(g.label(fmt.Sprint("ext", i)))
+		asm.LoadMem(regTmp, asm.R10, count, asm.DWord),
+		asm.JGE.Imm(regTmp, MaxExtensionHeaders, UndecidedLabel(g.reject, LongChain)),
+		asm.Add.Imm(regTmp, 1),
+		asm.StoreMem(asm.R10, count, regTmp, asm.DWord),
 	}
 	insns = append(insns, g.src.Fetch(regPtr, regOff, extHeaderLen, g.reject)...)
 	insns = append(insns,
@@ -310,11 +310,14 @@ func (g generator) extensionHeader(i int) asm.Instructions {
 		asm.LSh.Imm(regTmp, 3),
 		asm.Add.Reg(regOff, regTmp),
 		asm.LoadMem(regProto, regPtr, extNextHdr, asm.Byte),
-		asm.Ja.Label(next),
+		asm.Ja.Label(walk),
 		asm.LoadMem(regProto, regPtr, extNextHdr, asm.Byte).WithSymbol(fragment),
 	)
 	insns = append(insns, g.rejectLaterFragment(extFragOffset, []byte{0xff, 0xf8}, laterFragment)...)
-	return append(insns, asm.Add.Imm(regOff, extHeaderLen))
+	return append(insns,
+		asm.Add.Imm(regOff, extHeaderLen),
+		asm.Ja.Label(walk),
+	)
 }
 
 // transport checks the protocol and the ports.

@@ -116,13 +116,16 @@ func TestFiltersShareAProgram(t *testing.T) {
 		t.Fatal(err)
 	}
 	insns := asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1)}
-	insns = append(insns, f.Instructions(xdpSource{}, binary.NativeEndian, "first")...)
-	insns = append(insns, f.Instructions(xdpSource{}, binary.NativeEndian, "second")...)
+	first := f.Instructions(xdpSource{}, binary.NativeEndian, "first")
+	second := f.Instructions(xdpSource{}, binary.NativeEndian, "second")
+	insns = append(append(insns, first...), second...)
 	insns = append(insns,
 		asm.Mov.Imm(asm.R0, xdpPass).WithSymbol("first"),
 		asm.Mov.Imm(asm.R0, xdpDrop).WithSymbol("second"),
 		asm.Return(),
 	)
+	insns = append(insns, undecidedExits(first, "first")...)
+	insns = append(insns, undecidedExits(second, "second")...)
 	if err := insns.Marshal(&bytes.Buffer{}, binary.LittleEndian); err != nil {
 		t.Fatal(err)
 	}
@@ -139,10 +142,10 @@ func TestUnsatisfiableFilters(t *testing.T) {
 		{Ifindex: -1},
 	} {
 		prog := loadFilter(t, f)
-		if runFilter(t, prog, frame) {
+		if runFilter(t, prog, frame) != rejected {
 			t.Errorf("%+v matched", f)
 		}
-		if referenceMatch(f, frame, loIfindex) {
+		if referenceMatch(f, frame, loIfindex) != rejected {
 			t.Errorf("reference: %+v matched", f)
 		}
 		prog.Close()

@@ -34,38 +34,46 @@ func ExampleFilter_Instructions() {
 	// 	 7: MovImm dst: r8 imm: 0
 	// 	 8: LdXMemW dst: r7 src: r6 off: 0 imm: 0
 	// 	 9: AddImm dst: r7 imm: 14
-	// 	10: MovReg dst: r1 src: r7
-	// 	11: AddReg dst: r1 src: r8
-	// 	12: MovReg dst: r3 src: r1
-	// 	13: AddImm dst: r3 imm: 20
-	// 	14: LdXMemW dst: r4 src: r6 off: 4 imm: 0
-	// 	15: JGTReg dst: r3 off: -1 src: r4 <reject>
-	// 	16: LdXMemB dst: r2 src: r1 off: 0 imm: 0
-	// 	17: MovReg dst: r8 src: r2
-	// 	18: AndImm dst: r8 imm: 15
-	// 	19: RShImm dst: r2 imm: 4
-	// 	20: JNEImm dst: r2 off: -1 imm: 4 <reject>
-	// 	21: JLTImm dst: r8 off: -1 imm: 5 <reject>
-	// 	22: LShImm dst: r8 imm: 2
+	// 	10: MovReg dst: r2 src: r8
+	// 	11: AddImm dst: r2 imm: 14
+	// 	12: MovReg dst: r1 src: r6
+	// 	13: MovReg dst: r3 src: rfp
+	// 	14: AddImm dst: r3 imm: -64
+	// 	15: MovImm dst: r4 imm: 20
+	// 	16: Call FnXdpLoadBytes
+	// 	17: JNEImm dst: r0 off: -1 imm: 0 <reject>
+	// 	18: MovReg dst: r1 src: rfp
+	// 	19: AddImm dst: r1 imm: -64
+	// 	20: LdXMemB dst: r2 src: r1 off: 0 imm: 0
+	// 	21: MovReg dst: r8 src: r2
+	// 	22: AndImm dst: r8 imm: 15
+	// 	23: RShImm dst: r2 imm: 4
+	// 	24: JNEImm dst: r2 off: -1 imm: 4 <reject>
+	// 	25: JLTImm dst: r8 off: -1 imm: 5 <reject>
+	// 	26: LShImm dst: r8 imm: 2
 	// 	  ; filter: address at header offset 12 in 10.0.0.0/8
-	// 	23: LdXMemW dst: r2 src: r1 off: 12 imm: 0
-	// 	24: AndImm32 dst: r2 imm: 255
-	// 	25: JNE32Imm dst: r2 off: -1 imm: 10 <reject>
-	// 	26: LdXMemB dst: r9 src: r1 off: 9 imm: 0
-	// 	27: LdXMemH dst: r2 src: r1 off: 6 imm: 0
-	// 	28: AndImm32 dst: r2 imm: 65311
-	// 	29: JNE32Imm dst: r2 off: -1 imm: 0 <reject>
-	// 	30: JNEImm dst: r9 off: -1 imm: 17 <reject>
-	// 	31: MovReg dst: r1 src: r7
-	// 	32: AddReg dst: r1 src: r8
-	// 	33: MovReg dst: r3 src: r1
-	// 	34: AddImm dst: r3 imm: 4
-	// 	35: LdXMemW dst: r4 src: r6 off: 4 imm: 0
-	// 	36: JGTReg dst: r3 off: -1 src: r4 <reject>
+	// 	27: LdXMemW dst: r2 src: r1 off: 12 imm: 0
+	// 	28: AndImm32 dst: r2 imm: 255
+	// 	29: JNE32Imm dst: r2 off: -1 imm: 10 <reject>
+	// 	30: LdXMemB dst: r9 src: r1 off: 9 imm: 0
+	// 	31: LdXMemH dst: r2 src: r1 off: 6 imm: 0
+	// 	32: AndImm32 dst: r2 imm: 65311
+	// 	33: JNE32Imm dst: r2 off: -1 imm: 0 <reject>
+	// 	34: JNEImm dst: r9 off: -1 imm: 17 <reject>
+	// 	35: MovReg dst: r2 src: r8
+	// 	36: AddImm dst: r2 imm: 14
+	// 	37: MovReg dst: r1 src: r6
+	// 	38: MovReg dst: r3 src: rfp
+	// 	39: AddImm dst: r3 imm: -64
+	// 	40: MovImm dst: r4 imm: 4
+	// 	41: Call FnXdpLoadBytes
+	// 	42: JNEImm dst: r0 off: -1 imm: 0 <reject>
+	// 	43: MovReg dst: r1 src: rfp
+	// 	44: AddImm dst: r1 imm: -64
 	// 	  ; filter: ports
-	// 	37: LdXMemH dst: r3 src: r1 off: 2 imm: 0
-	// 	38: SwapBE dst: r3
-	// 	39: JNEImm dst: r3 off: -1 imm: 53 <reject>
+	// 	45: LdXMemH dst: r3 src: r1 off: 2 imm: 0
+	// 	46: SwapBE dst: r3
+	// 	47: JNEImm dst: r3 off: -1 imm: 53 <reject>
 }
 
 func ExampleParse() {

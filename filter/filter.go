@@ -15,9 +15,11 @@
 //     A prefix of length 0 still selects its family: -s 0.0.0.0/0 matches
 //     every IPv4 packet.
 //   - The protocol is the IPv4 protocol field or, for IPv6, the header that
-//     follows at most maxExtensionHeaders extension headers (hop-by-hop,
-//     routing, fragment, destination options). A chain that is longer or
-//     cannot be read matches no protocol or port condition. So for IPv6 the
+//     follows the extension headers (hop-by-hop, routing, fragment,
+//     destination options). A chain that cannot be read matches no protocol
+//     or port condition. A chain longer than MaxExtensionHeaders is not
+//     decided: the code jumps to UndecidedLabel(reject, LongChain), so that
+//     the caller counts it apart instead of losing it. So for IPv6 the
 //     extension header numbers 0, 43, 44 and 60 are never the protocol: a
 //     protocol condition on one of them matches IPv4 packets only.
 //   - A protocol condition matches fragments after the first, too: their
@@ -120,11 +122,42 @@ func (f Filter) String() string {
 	return strings.Join(conds, " and ")
 }
 
-// maxExtensionHeaders is how many IPv6 extension headers the protocol and
+// MaxExtensionHeaders is how many IPv6 extension headers the protocol and
 // port conditions walk past. RFC 8200's recommended order has at most five
-// of the walked kinds (hop-by-hop, destination options, routing, fragment,
-// destination options); one more is tolerated.
-const maxExtensionHeaders = 6
+// of the walked kinds, but the kernel's own walk has no limit, so longer
+// chains are walked too, up to a bound that keeps the verifier's work
+// small; a packet with more is counted as undecided.
+const MaxExtensionHeaders = 64
+
+// Undecided is why the filter code could not decide whether a packet
+// matches. Such a packet is neither counted nor rejected: the code jumps to
+// UndecidedLabel, where the caller counts it apart.
+type Undecided int
+
+// The reasons a packet can be undecided.
+const (
+	// LongChain: an IPv6 extension header chain longer than
+	// MaxExtensionHeaders hides the protocol and ports.
+	LongChain Undecided = iota
+	// NoNamespace: a namespace condition, and neither the packet's device
+	// nor its socket tells its network namespace.
+	NoNamespace
+	NumUndecided
+)
+
+var undecidedText = [NumUndecided]string{
+	LongChain:   fmt.Sprintf("IPv6 header chain longer than %d", MaxExtensionHeaders),
+	NoNamespace: "no device or socket to tell the network namespace",
+}
+
+func (u Undecided) String() string { return undecidedText[u] }
+
+// UndecidedLabel is the label that the code of a filter with reject label
+// reject jumps to for packets it cannot decide for reason u. The caller
+// defines it, after the filter's code, wherever the code refers to it.
+func UndecidedLabel(reject string, u Undecided) string {
+	return fmt.Sprintf("%s_undecided_%d", reject, u)
+}
 
 // IP protocol numbers the filter treats specially.
 const (

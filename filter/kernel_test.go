@@ -109,7 +109,7 @@ func TestKernelMatchesReference(t *testing.T) {
 					}
 				}
 				runs++
-				if got {
+				if got == matched {
 					matches++
 				}
 			}
@@ -160,46 +160,50 @@ func TestKernelCases(t *testing.T) {
 		name  string
 		o     Options
 		frame []byte
-		want  bool
+		want  verdict
 	}{
-		{"no condition, ARP", Options{}, ethernet(etherARP, make([]byte, 28)), true},
-		{"no condition, bare Ethernet header", Options{}, ethernet(etherIPv4, nil), true},
-		{"any condition, ARP", Options{Proto: "udp"}, ethernet(etherARP, make([]byte, 28)), false},
-		{"header cut short", Options{Proto: "udp"}, udp[:ethHeaderLen+19], false},
-		{"high-bit IPv4 prefix", Options{Daddr: "200.0.0.0/8"}, udp, true},
-		{"high-bit IPv4 address", Options{Daddr: "200.1.2.3"}, udp, true},
-		{"high-bit IPv4 prefix, miss", Options{Daddr: "201.0.0.0/8"}, udp, false},
-		{"IPv4 prefix, IPv6 packet", Options{Saddr: "0.0.0.0/0"}, udp6, false},
-		{"high-bit IPv6 prefix", Options{Daddr: "ff02::/16"}, udp6, true},
-		{"-N matches the destination", Options{Addr: "ff02::1"}, udp6, true},
-		{"-N matches the source", Options{Addr: "fd00::/8"}, udp6, true},
-		{"-N matches neither", Options{Addr: "fe80::/10"}, udp6, false},
-		{"mapped IPv4 address", Options{Saddr: "::ffff:10.0.0.1"}, udp, true},
-		{"-P matches the destination", Options{Port: "50-60"}, udp, true},
-		{"-P matches neither", Options{Port: "54-1233"}, udp, false},
+		{"no condition, ARP", Options{}, ethernet(etherARP, make([]byte, 28)), matched},
+		{"no condition, bare Ethernet header", Options{}, ethernet(etherIPv4, nil), matched},
+		{"any condition, ARP", Options{Proto: "udp"}, ethernet(etherARP, make([]byte, 28)), rejected},
+		{"header cut short", Options{Proto: "udp"}, udp[:ethHeaderLen+19], rejected},
+		{"high-bit IPv4 prefix", Options{Daddr: "200.0.0.0/8"}, udp, matched},
+		{"high-bit IPv4 address", Options{Daddr: "200.1.2.3"}, udp, matched},
+		{"high-bit IPv4 prefix, miss", Options{Daddr: "201.0.0.0/8"}, udp, rejected},
+		{"IPv4 prefix, IPv6 packet", Options{Saddr: "0.0.0.0/0"}, udp6, rejected},
+		{"high-bit IPv6 prefix", Options{Daddr: "ff02::/16"}, udp6, matched},
+		{"-N matches the destination", Options{Addr: "ff02::1"}, udp6, matched},
+		{"-N matches the source", Options{Addr: "fd00::/8"}, udp6, matched},
+		{"-N matches neither", Options{Addr: "fe80::/10"}, udp6, rejected},
+		{"mapped IPv4 address", Options{Saddr: "::ffff:10.0.0.1"}, udp, matched},
+		{"-P matches the destination", Options{Port: "50-60"}, udp, matched},
+		{"-P matches neither", Options{Port: "54-1233"}, udp, rejected},
 		// 8270 is 0x204e; the original, comparing network order, took it for 0x4e20.
-		{"port range compared in host order", Options{Dport: "8000-8100"}, v4("1.1.1.1", "2.2.2.2", 6, 0, ports(1, 8270)), false},
-		{"port range compared in host order, inside", Options{Dport: "8000-8100"}, v4("1.1.1.1", "2.2.2.2", 6, 0, ports(1, 8001)), true},
-		{"port condition, ICMP", Options{Dport: "53"}, v4("10.0.0.1", "200.1.2.3", 1, 0, ports(1234, 53)), false},
-		{"port condition, UDP-Lite", Options{Dport: "53"}, v4("10.0.0.1", "200.1.2.3", 136, 0, ports(1234, 53)), true},
-		{"port condition, first fragment", Options{Dport: "53"}, v4("10.0.0.1", "200.1.2.3", 17, 0x2000, ports(1234, 53)), true},
-		{"port condition, later fragment", Options{Dport: "53"}, v4("10.0.0.1", "200.1.2.3", 17, 0x0001, ports(1234, 53)), false},
-		{"protocol condition, later fragment", Options{Proto: "udp"}, v4("10.0.0.1", "200.1.2.3", 17, 0x0001), true},
-		{"IPv4 options", Options{Dport: "80"}, ipv4Options, true},
-		{"IHL 4, port condition", Options{Dport: "80"}, ihl4, false},
-		{"IHL 4, protocol condition", Options{Proto: "tcp"}, ihl4, true},
-		{"version 6 in an IPv4 ethertype", Options{Proto: "udp"}, version6, false},
-		{"IPv6, five extension headers", Options{Proto: "udp", Dport: "53"}, chain(5, 17), true},
-		{"IPv6, six extension headers", Options{Proto: "udp", Dport: "53"}, chain(6, 17), true},
-		{"IPv6, seven extension headers", Options{Proto: "udp"}, chain(7, 17), false},
-		{"IPv6, seven extension headers, address only", Options{Saddr: "fd00::1"}, chain(7, 17), true},
-		{"IPv6 extension header cut short", Options{Proto: "udp"}, chain(2, 17)[:ethHeaderLen+40+8+12], false},
-		{"IPv6 later fragment, port condition", Options{Dport: "53"}, v6("fd00::1", "fd00::2", 44, fragment(17, 1, false), ports(1234, 53)), false},
-		{"IPv6 later fragment, protocol condition", Options{Proto: "udp"}, v6("fd00::1", "fd00::2", 44, fragment(17, 1, false)), true},
-		{"IPv6 first fragment, port condition", Options{Dport: "53"}, v6("fd00::1", "fd00::2", 44, fragment(17, 0, true), ports(1234, 53)), true},
-		{"IPv6 extension header as protocol", Options{Proto: "60"}, chain(1, 17), false},
-		{"extension header as protocol, IPv4", Options{Proto: "60"}, v4("10.0.0.1", "10.0.0.2", 60, 0), true},
-		{"ICMPv6", Options{Proto: "icmp6"}, v6("fd00::1", "fd00::2", 58, make([]byte, 8)), true},
+		{"port range compared in host order", Options{Dport: "8000-8100"}, v4("1.1.1.1", "2.2.2.2", 6, 0, ports(1, 8270)), rejected},
+		{"port range compared in host order, inside", Options{Dport: "8000-8100"}, v4("1.1.1.1", "2.2.2.2", 6, 0, ports(1, 8001)), matched},
+		{"port condition, ICMP", Options{Dport: "53"}, v4("10.0.0.1", "200.1.2.3", 1, 0, ports(1234, 53)), rejected},
+		{"port condition, UDP-Lite", Options{Dport: "53"}, v4("10.0.0.1", "200.1.2.3", 136, 0, ports(1234, 53)), matched},
+		{"port condition, first fragment", Options{Dport: "53"}, v4("10.0.0.1", "200.1.2.3", 17, 0x2000, ports(1234, 53)), matched},
+		{"port condition, later fragment", Options{Dport: "53"}, v4("10.0.0.1", "200.1.2.3", 17, 0x0001, ports(1234, 53)), rejected},
+		{"protocol condition, later fragment", Options{Proto: "udp"}, v4("10.0.0.1", "200.1.2.3", 17, 0x0001), matched},
+		{"IPv4 options", Options{Dport: "80"}, ipv4Options, matched},
+		{"IHL 4, port condition", Options{Dport: "80"}, ihl4, rejected},
+		{"IHL 4, protocol condition", Options{Proto: "tcp"}, ihl4, matched},
+		{"version 6 in an IPv4 ethertype", Options{Proto: "udp"}, version6, rejected},
+		{"IPv6, five extension headers", Options{Proto: "udp", Dport: "53"}, chain(5, 17), matched},
+		{"IPv6, six extension headers", Options{Proto: "udp", Dport: "53"}, chain(6, 17), matched},
+		{"IPv6, seven extension headers", Options{Proto: "udp"}, chain(7, 17), matched},
+		{"IPv6, as many extension headers as are walked", Options{Proto: "udp", Dport: "53"}, chain(MaxExtensionHeaders, 17), matched},
+		{"IPv6, one extension header more", Options{Proto: "udp"}, chain(MaxExtensionHeaders+1, 17), undecided},
+		{"IPv6, one extension header more, port condition", Options{Dport: "53"}, chain(MaxExtensionHeaders+1, 17), undecided},
+		{"IPv6, one extension header more, address only", Options{Saddr: "fd00::1"}, chain(MaxExtensionHeaders+1, 17), matched},
+		{"IPv6, one extension header more, other address", Options{Saddr: "fd00::9", Proto: "udp"}, chain(MaxExtensionHeaders+1, 17), rejected},
+		{"IPv6 extension header cut short", Options{Proto: "udp"}, chain(2, 17)[:ethHeaderLen+40+8+12], rejected},
+		{"IPv6 later fragment, port condition", Options{Dport: "53"}, v6("fd00::1", "fd00::2", 44, fragment(17, 1, false), ports(1234, 53)), rejected},
+		{"IPv6 later fragment, protocol condition", Options{Proto: "udp"}, v6("fd00::1", "fd00::2", 44, fragment(17, 1, false)), matched},
+		{"IPv6 first fragment, port condition", Options{Dport: "53"}, v6("fd00::1", "fd00::2", 44, fragment(17, 0, true), ports(1234, 53)), matched},
+		{"IPv6 extension header as protocol", Options{Proto: "60"}, chain(1, 17), rejected},
+		{"extension header as protocol, IPv4", Options{Proto: "60"}, v4("10.0.0.1", "10.0.0.2", 60, 0), matched},
+		{"ICMPv6", Options{Proto: "icmp6"}, v6("fd00::1", "fd00::2", 58, make([]byte, 8)), matched},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -228,13 +232,13 @@ func TestKernelInterface(t *testing.T) {
 		ifindex int
 		proto   string
 		frame   []byte
-		want    bool
+		want    verdict
 	}{
-		{loIfindex, "", arp, true},
-		{loIfindex + 1, "", arp, false},
-		{loIfindex, "udp", udp, true},
-		{loIfindex + 1, "udp", udp, false},
-		{loIfindex, "tcp", udp, false},
+		{loIfindex, "", arp, matched},
+		{loIfindex + 1, "", arp, rejected},
+		{loIfindex, "udp", udp, matched},
+		{loIfindex + 1, "udp", udp, rejected},
+		{loIfindex, "tcp", udp, rejected},
 	} {
 		f, err := Parse(Options{Proto: c.proto})
 		if err != nil {

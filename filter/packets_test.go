@@ -377,17 +377,19 @@ func (g *frameGenerator) ipv6Packet(f Filter, aims int) []byte {
 	var chain []uint8
 	switch n := g.r.IntN(100); {
 	case n < 40:
-	case n < 85 || shaped:
-		chain = make([]uint8, 1+g.r.IntN(maxExtensionHeaders))
+	case n < 75 || shaped:
+		chain = make([]uint8, 1+g.r.IntN(8))
+	case n < 85:
+		chain = make([]uint8, MaxExtensionHeaders-1+g.r.IntN(2)) // at the limit
 	default:
-		chain = make([]uint8, maxExtensionHeaders+1+g.r.IntN(2)) // past the limit
+		chain = make([]uint8, MaxExtensionHeaders+1+g.r.IntN(2)) // past the limit
 	}
 	for i := range chain {
 		chain[i] = pick(g, []uint8{0, 43, 44, 60})
 	}
 	proto := g.protocol(f, aims)
 	var exts []byte
-	big := false // at most one long header, to stay within a page
+	big := len(chain) > 8 // at most one long header, to stay within a page
 	for i, kind := range chain {
 		next := proto
 		if i+1 < len(chain) {

@@ -5,19 +5,38 @@ import (
 	"net/netip"
 )
 
+// verdict is what the filter decides about a packet.
+type verdict int
+
+const (
+	rejected verdict = iota
+	matched
+	undecided // an IPv6 extension header chain too long to walk
+)
+
+func (v verdict) String() string { return [...]string{"rejected", "matched", "undecided"}[v] }
+
+// matchedIf is matched where ok holds, else rejected.
+func matchedIf(ok bool) verdict {
+	if ok {
+		return matched
+	}
+	return rejected
+}
+
 // referenceMatch is the filter's meaning in plain Go, written apart from the
 // code generator: it decides whether an Ethernet frame received on device
 // ifindex matches f. The kernel's verdict must always agree with it.
-func referenceMatch(f Filter, frame []byte, ifindex int) bool {
+func referenceMatch(f Filter, frame []byte, ifindex int) verdict {
 	if f.Ifindex != 0 && f.Ifindex != ifindex {
-		return false
+		return rejected
 	}
 	ports := f.Sport.Set || f.Dport.Set || f.Port.Set
 	if !f.Src.IsValid() && !f.Dst.IsValid() && !f.Addr.IsValid() && !f.Proto.Set && !ports {
-		return true
+		return matched
 	}
 	if len(frame) < 14 {
-		return false
+		return rejected
 	}
 	var p ipPacket
 	var ok bool
@@ -28,33 +47,36 @@ func referenceMatch(f Filter, frame []byte, ifindex int) bool {
 		p, ok = parseIPv6(frame[14:])
 	}
 	if !ok {
-		return false
+		return rejected
 	}
 	if f.Src.IsValid() && !f.Src.Contains(p.src) ||
 		f.Dst.IsValid() && !f.Dst.Contains(p.dst) ||
 		f.Addr.IsValid() && !f.Addr.Contains(p.src) && !f.Addr.Contains(p.dst) {
-		return false
+		return rejected
+	}
+	if (f.Proto.Set || ports) && p.chainTooLong {
+		return undecided
 	}
 	if f.Proto.Set && (!p.protoKnown || p.proto != f.Proto.Number) {
-		return false
+		return rejected
 	}
 	if !ports {
-		return true
+		return matched
 	}
 	switch {
 	case !p.protoKnown, p.laterFragment, !p.transportKnown:
-		return false
+		return rejected
 	case p.proto != 6 && p.proto != 17 && p.proto != 132 && p.proto != 136:
-		return false
+		return rejected
 	case len(p.ip) < p.transport+4:
-		return false
+		return rejected
 	}
 	sport := binary.BigEndian.Uint16(p.ip[p.transport:])
 	dport := binary.BigEndian.Uint16(p.ip[p.transport+2:])
 	in := func(r PortRange, port uint16) bool { return r.Lo <= port && port <= r.Hi }
-	return (!f.Sport.Set || in(f.Sport, sport)) &&
+	return matchedIf((!f.Sport.Set || in(f.Sport, sport)) &&
 		(!f.Dport.Set || in(f.Dport, dport)) &&
-		(!f.Port.Set || in(f.Port, sport) || in(f.Port, dport))
+		(!f.Port.Set || in(f.Port, sport) || in(f.Port, dport)))
 }
 
 // ipPacket is what the reference learns from an IP header.
@@ -62,7 +84,8 @@ type ipPacket struct {
 	ip             []byte // from the network header to the end of the frame
 	src, dst       netip.Addr
 	proto          uint8
-	protoKnown     bool // false: extension header chain too long or unreadable
+	protoKnown     bool // false: extension header chain unreadable or too long
+	chainTooLong   bool // more than MaxExtensionHeaders extension headers
 	laterFragment  bool // a fragment after the first
 	transport      int  // offset of the transport header in ip
 	transportKnown bool // false: IPv4 IHL below 5
@@ -95,36 +118,39 @@ func parseIPv6(ip []byte) (ipPacket, bool) {
 		dst:            netip.AddrFrom16([16]byte(ip[24:40])),
 		transportKnown: true,
 	}
-	p.proto, p.transport, p.laterFragment, p.protoKnown = walkIPv6(ip)
+	p.proto, p.transport, p.laterFragment, p.protoKnown, p.chainTooLong = walkIPv6(ip)
 	return p, true
 }
 
-// walkIPv6 follows the next header fields past at most six hop-by-hop,
-// routing, fragment and destination options headers. It stops at a
-// fragment after the first, whose next header is the protocol but whose
-// payload is no header. An extension header is never the protocol.
-func walkIPv6(ip []byte) (proto uint8, off int, laterFragment, ok bool) {
-	extension := func(n uint8) bool { return n == 0 || n == 43 || n == 44 || n == 60 }
+// walkIPv6 follows the next header fields past at most
+// MaxExtensionHeaders hop-by-hop, routing, fragment and destination options
+// headers. It stops at a fragment after the first, whose next header is the
+// protocol but whose payload is no header. An extension header is never the
+// protocol.
+func walkIPv6(ip []byte) (proto uint8, off int, laterFragment, ok, tooLong bool) {
 	proto, off = ip[6], 40
-	for range 6 {
+	for range MaxExtensionHeaders {
 		switch proto {
 		case 0, 43, 60:
 			if len(ip) < off+8 {
-				return 0, 0, false, false
+				return 0, 0, false, false, false
 			}
 			proto, off = ip[off], off+8*(int(ip[off+1])+1)
 		case 44:
 			if len(ip) < off+8 {
-				return 0, 0, false, false
+				return 0, 0, false, false, false
 			}
 			proto = ip[off]
 			if binary.BigEndian.Uint16(ip[off+2:])&0xfff8 != 0 {
-				return proto, off + 8, true, !extension(proto)
+				return proto, off + 8, true, !isExtensionHeader(proto), false
 			}
 			off += 8
 		default:
-			return proto, off, false, true
+			return proto, off, false, true, false
 		}
 	}
-	return proto, off, false, !extension(proto)
+	if isExtensionHeader(proto) {
+		return 0, 0, false, false, true
+	}
+	return proto, off, false, true, false
 }

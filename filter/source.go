@@ -35,4 +35,8 @@ type Source interface {
 	// Bytes outside the packet's linear data, or that cannot be read, jump
 	// to reject. dst must be one of R0-R5.
 	Fetch(dst, off asm.Register, size int32, reject string) asm.Instructions
+
+	// Scratch is an 8-byte, 8-aligned stack slot, as an offset from R10,
+	// that the filter code may use while it runs.
+	Scratch() int16
 }

@@ -55,8 +55,18 @@ type Section struct {
 	Name   string
 	Rows   []Row
 	Stacks []Stack
-	// Uncounted is the number of events that found the count map full.
-	Uncounted uint64
+	// Notes are the section's events that its rows and stacks do not
+	// count, such as those that found the count map full.
+	Notes []Note
+}
+
+// Note is a number of events that a section saw but could not count in a
+// row or a stack, and why: "not counted: count map full". It prints in the
+// NUM column, after the rows and stacks, so that no event is missing from
+// a section's total.
+type Note struct {
+	Count uint64
+	Text  string
 }
 
 // Write prints the sections in the order given, each one even when it is
@@ -75,8 +85,8 @@ func Write(w io.Writer, now time.Time, sections []Section) error {
 		for _, st := range slices.SortedFunc(slices.Values(s.Stacks), compareStacks) {
 			writeStack(&b, st)
 		}
-		if s.Uncounted > 0 {
-			fmt.Fprintf(&b, "%-8s %-6d %s\n", "", s.Uncounted, "[not counted: count map full]")
+		for _, n := range s.Notes {
+			fmt.Fprintf(&b, "%-8s %-6d [%s]\n", "", n.Count, n.Text)
 		}
 		b.WriteByte('\n')
 	}

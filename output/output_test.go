@@ -137,7 +137,7 @@ func TestGolden(t *testing.T) {
 			{Count: 2, Frames: []string{"consume_skb+0x5", "icmp_rcv+0x18e", "ip_protocol_deliver_rcu+0x2d"}},
 			{Count: 2, Frames: []string{"consume_skb+0x5", "arp_process+0x2f1", "arp_rcv+0x1a4 [veth]"}}, // same count: by frames
 		}}}},
-		{"drop", []Section{{Name: "DROP", Uncounted: 4, Stacks: []Stack{
+		{"drop", []Section{{Name: "DROP", Notes: []Note{{4, "not counted: count map full"}, {2, "not decided: IPv6 header chain longer than 64"}}, Stacks: []Stack{
 			{Count: 10, Reason: "NO_SOCKET", Frames: []string{"sk_skb_reason_drop+0x5", "__udp4_lib_rcv+0x7a1", "ip_protocol_deliver_rcu+0x2d"}},
 			{Count: 3, Reason: "TCP_INVALID_SEQUENCE", Frames: []string{"sk_skb_reason_drop+0x5", "tcp_validate_incoming+0x1c2"}},
 			{Count: 3, Reason: "NETFILTER_DROP", Frames: []string{"sk_skb_reason_drop+0x5", "nf_hook_slow+0xa8"}}, // same count: by reason
@@ -167,7 +167,7 @@ func TestGolden(t *testing.T) {
 			{Name: "FUNC", Rows: []Row{{Name: "veth_xmit", Count: 8}}},
 			{Name: "INGRESS", Rows: []Row{{Name: "ip_rcv", Rank: 19, Count: 8}}},
 			{Name: "EGRESS"},
-			{Name: "CONSUME", Uncounted: 1},
+			{Name: "CONSUME", Notes: []Note{{1, "not counted: count map full"}}},
 			{Name: "DROP", Stacks: []Stack{{Count: 8, Reason: "NO_SOCKET", Frames: []string{"sk_skb_reason_drop+0x5"}}}},
 		}},
 	} {

@@ -106,7 +106,7 @@ func numberRows(ps []*probe) uint32 {
 
 // Map names, as referenced by the generated instructions.
 const (
-	rowsMap   = "rows"   // per-CPU counter per row, then one "uncounted" per section
+	rowsMap   = "rows"   // per-CPU counter per row, then the sections' notes
 	stacksMap = "stacks" // per-CPU counter per (section, stack, reason)
 	tracesMap = "traces" // kernel stacks by id
 )
@@ -138,7 +138,7 @@ var stackKeySize = uint32(binary.Size(stackKey{}))
 func mapSpecs(rows uint32, withStacks bool) []*ebpf.MapSpec {
 	specs := []*ebpf.MapSpec{{
 		Name: rowsMap, Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8,
-		MaxEntries: rows + uint32(numSections),
+		MaxEntries: rows + uint32(numSections)*uint32(numNoted),
 	}}
 	if withStacks {
 		specs = append(specs,
@@ -148,9 +148,36 @@ func mapSpecs(rows uint32, withStacks bool) []*ebpf.MapSpec {
 	return specs
 }
 
-// uncountedRow is the counter of section's events that found the count map
-// full.
-func uncountedRow(rows uint32, s Section) uint32 { return rows + uint32(s) }
+// Cause is why a section's events were counted apart from its rows and
+// stacks, in a note of the section.
+type Cause int
+
+// The causes. Those before numNoted have a counter per section, after the
+// rows, in the rows map.
+const (
+	CountMapFull Cause = iota // the count map had no room for a new key
+	// firstUndecided is the cause of filter.Undecided 0; the others follow.
+	firstUndecided
+	numNoted = firstUndecided + Cause(filter.NumUndecided)
+)
+
+// undecided is the cause of packets the filter could not decide for u.
+func undecided(u filter.Undecided) Cause { return firstUndecided + Cause(u) }
+
+func (c Cause) String() string {
+	switch {
+	case c == CountMapFull:
+		return "not counted: count map full"
+	case c >= firstUndecided && c < numNoted:
+		return "not decided: " + filter.Undecided(c-firstUndecided).String()
+	}
+	return fmt.Sprintf("cause %d", int(c))
+}
+
+// noteRow is the counter of section's events of cause c.
+func noteRow(rows uint32, s Section, c Cause) uint32 {
+	return rows + uint32(s)*uint32(numNoted) + uint32(c)
+}
 
 // program generates the instructions of probe p at hook h.
 func program(p *probe, h hook, cfg Config, rows uint32) (asm.Instructions, error) {
@@ -166,7 +193,35 @@ func program(p *probe, h hook, cfg Config, rows uint32) (asm.Instructions, error
 	}
 	count[0] = count[0].WithSource(asm.Comment("count"))
 	insns = append(insns, count...)
-	return append(insns, epilogue()...), nil
+	insns = append(insns, epilogue()...)
+	return append(insns, countUndecided(insns, p.section, rows)...), nil
+}
+
+// countUndecided counts the packets that the filter in insns could not
+// decide, each in its section's note of the cause, where insns jump for
+// them. It follows the epilogue, so that decided packets never pass it.
+func countUndecided(insns asm.Instructions, s Section, rows uint32) asm.Instructions {
+	var out asm.Instructions
+	for u := range filter.NumUndecided {
+		label := filter.UndecidedLabel("exit", u)
+		if !refers(insns, label) {
+			continue // unreachable code would be refused
+		}
+		count := countRow(rowImmediate{}.storeRowKey(noteRow(rows, s, undecided(u))), "exit")
+		count[0] = count[0].WithSymbol(label).WithSource(asm.Comment("not decided: " + u.String()))
+		out = append(append(out, count...), asm.Ja.Label("exit"))
+	}
+	return out
+}
+
+// refers reports whether any of insns jumps to label.
+func refers(insns asm.Instructions, label string) bool {
+	for _, ins := range insns {
+		if ins.Reference() == label {
+			return true
+		}
+	}
+	return false
 }
 
 // prologue keeps the context in R6 and the probed pointer at slotArg, and
@@ -274,7 +329,7 @@ func countStack(s Section, h hook, rows uint32) asm.Instructions {
 	insns = append(insns, asm.JEq.Imm(asm.R0, 0, "full"))
 	insns = append(insns, increment()...)
 	insns = append(insns, asm.Ja.Label("exit"))
-	full := countRow(rowImmediate{}.storeRowKey(uncountedRow(rows, s)), "exit")
+	full := countRow(rowImmediate{}.storeRowKey(noteRow(rows, s, CountMapFull)), "exit")
 	full[0] = full[0].WithSymbol("full")
 	return append(insns, full...)
 }

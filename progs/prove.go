@@ -139,11 +139,28 @@ func proofProgram(l *layout.Layout, h hook, tp tracepoint, checks []check) (asm.
 		// R6 holds the context: the one register every path has set.
 		insns = append(insns, asm.Mov.Reg(asm.R6, asm.R6).WithSymbol(next))
 		next = fmt.Sprintf("check_after%d", i)
-		insns = append(insns, c.filter.Instructions(src, l.ByteOrder, next)...)
+		match := c.filter.Instructions(src, l.ByteOrder, next)
+		insns = append(insns, match...)
 		insns = append(insns, countRow(rowImmediate{}.storeRowKey(uint32(i)), next)...)
+		insns = append(insns, undecidedAsRejected(match, next)...)
 	}
 	insns = append(insns, asm.Mov.Reg(asm.R6, asm.R6).WithSymbol(next))
 	return append(insns, epilogue()...), nil
+}
+
+// undecidedAsRejected makes the packets that the filter code match cannot
+// decide go where those it rejects go, to reject: the lab sends none.
+func undecidedAsRejected(match asm.Instructions, reject string) asm.Instructions {
+	var insns asm.Instructions
+	for u := range filter.NumUndecided {
+		if label := filter.UndecidedLabel(reject, u); refers(match, label) {
+			if len(insns) == 0 {
+				insns = append(insns, asm.Ja.Label(reject))
+			}
+			insns = append(insns, asm.Ja.Label(reject).WithSymbol(label))
+		}
+	}
+	return insns
 }
 
 // proofCounts reads until every check has counted what it must, or for

@@ -234,7 +234,7 @@ const settleReads = 1000
 func (s *Set) total() (uint64, error) {
 	per := make([]uint64, ebpf.MustPossibleCPU())
 	var sum uint64
-	for key := uint32(0); key < s.rows+uint32(numSections); key++ {
+	for key := uint32(0); key < noteRow(s.rows, numSections, 0); key++ {
 		if err := s.maps[rowsMap].Lookup(key, &per); err != nil {
 			return 0, err
 		}
@@ -291,11 +291,29 @@ type StackCount struct {
 	Count    uint64
 }
 
+// Note is a number of a section's events in an interval that its rows and
+// stacks do not count, and why.
+type Note struct {
+	Section Section
+	Cause   Cause
+	Count   uint64
+}
+
 // Counts is one interval's worth of counts.
 type Counts struct {
-	Rows      []RowCount
-	Stacks    []StackCount
-	Uncounted [numSections]uint64 // events lost to a full count map
+	Rows   []RowCount
+	Stacks []StackCount
+	Notes  []Note // in the order of sections, then causes; none zero
+}
+
+// noted is the count of section s's note of cause c.
+func (c Counts) noted(s Section, cause Cause) uint64 {
+	for _, n := range c.Notes {
+		if n.Section == s && n.Cause == cause {
+			return n.Count
+		}
+	}
+	return 0
 }
 
 // Read returns what was counted since the previous Read (or Load).
@@ -322,11 +340,15 @@ func (s *Set) Read() (Counts, error) {
 		}
 	}
 	for sec := Section(0); sec < numSections; sec++ {
-		n, err := total(uncountedRow(s.rows, sec))
-		if err != nil {
-			return c, err
+		for cause := Cause(0); cause < numNoted; cause++ {
+			n, err := total(noteRow(s.rows, sec, cause))
+			if err != nil {
+				return c, err
+			}
+			if n > 0 {
+				c.Notes = append(c.Notes, Note{sec, cause, n})
+			}
 		}
-		c.Uncounted[sec] = n
 	}
 	stacks, ok := s.maps[stacksMap]
 	if !ok {

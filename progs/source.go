@@ -17,9 +17,12 @@ const (
 	slotArg   = -8  // the probe's struct sk_buff * or struct sock *
 	slotAvail = -16 // bytes Fetch may read from the network header on
 	slotKey   = -40 // count key (a row's 4 bytes, a stackKey's 24)
-	slotOne   = -48 // the value 1, for a first map insert
-	slotFetch = -96 // filter.Source Fetch buffer
-	fetchSize = 48
+	// slotScratch is the filter's (filter.Source.Scratch). It shares the
+	// count key's bytes: the key is written only after the filter ran.
+	slotScratch = slotKey
+	slotOne     = -48 // the value 1, for a first map insert
+	slotFetch   = -96 // filter.Source Fetch buffer
+	fetchSize   = 48
 	// slotSynth holds the IP header a socket-level row makes up.
 	slotSynth = -144
 	synthSize = 48
@@ -235,6 +238,8 @@ func (s *skbSource) Fetch(dst, off asm.Register, size int32, reject string) asm.
 	return fetch(dst, off, size, reject)
 }
 
+func (s *skbSource) Scratch() int16 { return slotScratch }
+
 // sockSource is the filter.Source of socket-level rows (tcp_sendmsg,
 // udp_recvmsg, ...), which see a struct sock and no packet: it makes up the
 // IP and transport header of the socket's traffic in the stack, from the
@@ -379,3 +384,5 @@ func (s *sockSource) ports(slot int16, headerLen int32) asm.Instructions {
 func (s *sockSource) Fetch(dst, off asm.Register, size int32, reject string) asm.Instructions {
 	return fetch(dst, off, size, reject)
 }
+
+func (s *sockSource) Scratch() int16 { return slotScratch }
