@@ -48,13 +48,30 @@ func TestVLANTagsInData(t *testing.T) {
 	for _, fam := range vlanFamilies(p) {
 		for _, tags := range vlanTagSets {
 			t.Run(fam.name+" "+tagsArg(tags), func(t *testing.T) {
-				checkEveryRow(t, fam.src, fam.dst, func() {
-					p.traffic(t, p.a, "frames", "-n", strconv.Itoa(datagrams), "-dev", p.aDev, "-tags", tagsArg(tags),
-						"-src", hostPort(fam.src, srcPort), hostPort(fam.dst, closedPort))
-				})
+				checkEveryRow(t, fam.src, fam.dst, func() { p.sendFrames(t, fam, tags) })
 			})
 		}
 	}
+	// Behind a third tag at skb->data the filter sees no IP: only the
+	// QinQ frames count.
+	t.Run("three tags", func(t *testing.T) {
+		fam := vlanFamilies(p)[0]
+		r := startSkbstat(t, "--input", "--no_drop", "-i", "60", "-d", fam.dst, "-D", closedPort, "-p", "udp")
+		qinq := vlanTagSets[1]
+		p.sendFrames(t, fam, qinq)
+		p.sendFrames(t, fam, append([]vlanTag{{0x8100, 30}}, qinq...))
+		settle()
+		if n := sum(r.stop(t, syscall.SIGINT), rowCount("INGRESS", "net:netif_receive_skb")); n != datagrams {
+			t.Errorf("INGRESS net:netif_receive_skb: %d, want the %d QinQ frames\n%s", n, datagrams, r.stdout.String())
+		}
+	})
+}
+
+// sendFrames sends raw frames with tags from a to b's closed port.
+func (p *pair) sendFrames(t *testing.T, fam vlanFamily, tags []vlanTag) {
+	t.Helper()
+	p.traffic(t, p.a, "frames", "-n", strconv.Itoa(datagrams), "-dev", p.aDev, "-tags", tagsArg(tags),
+		"-src", hostPort(fam.src, srcPort), hostPort(fam.dst, closedPort))
 }
 
 // TestVLANTagInsertedAtEgress tags a's UDP datagrams as a VLAN device does:
