@@ -15,7 +15,7 @@ import (
 // copied span of a kernel struct keeps the struct's own alignment.
 const (
 	slotArg   = -8  // the probe's struct sk_buff * or struct sock *
-	slotAvail = -16 // bytes Fetch may read from the network header on
+	slotAvail = -16 // bytes Fetch may read from the IP header on
 	// slotSkip: bytes of VLAN tags between the network header and the IP
 	// header, which Setup skips.
 	slotSkip  = -24
@@ -232,7 +232,8 @@ func (s *skbSource) innerEthertype(dst asm.Register, reject, done string) asm.In
 	)
 	insns = append(insns, probeRead(slotFetch, ethertypeLen+vlanTagLen*maxVLANTags, reject)...)
 	insns = append(insns, asm.LoadMem(dst, asm.R10, slotFetch, asm.Half))
-	for tag := int16(1); tag <= maxVLANTags; tag++ { // the ethertype at slotFetch+vlanTagLen*(tag-1) is a TPID?
+	// While the ethertype in dst is a TPID, a tag follows: skip it.
+	for tag := int16(1); tag <= maxVLANTags; tag++ {
 		skip := s.labels.next(reject, "vlan_skip")
 		insns = append(insns,
 			asm.JEq.Imm(dst, ethertype(order, ethP8021Q), skip),
