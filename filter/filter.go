@@ -9,8 +9,10 @@
 //   - A Filter without conditions matches every packet, IP or not.
 //   - The device condition (Ifindex) applies to every packet, IP or not.
 //   - Any address, port or protocol condition matches only IPv4 and IPv6
-//     packets (by ethertype) whose IP version field agrees with the
-//     ethertype and whose fixed header (20 or 40 bytes) can be read.
+//     packets (by the ethertype the Source reports, which for an skb is the
+//     one behind up to two VLAN tags in the packet data, the IP header
+//     following the tags) whose IP version field agrees with the ethertype
+//     and whose fixed header (20 or 40 bytes) can be read.
 //   - Address conditions compare the IP header's source and destination.
 //     A prefix of length 0 still selects its family: -s 0.0.0.0/0 matches
 //     every IPv4 packet.

@@ -17,8 +17,9 @@ import "github.com/cilium/ebpf/asm"
 //
 // Every method that can fail jumps to reject; otherwise it falls through.
 type Source interface {
-	// Ethertype leaves the packet's link-layer protocol (skb->protocol, an
-	// ETH_P_* value) in dst exactly as it is stored in memory, that is in
+	// Ethertype leaves the ethertype of the packet's IP header (an ETH_P_*
+	// value: skb->protocol, or the ethertype behind the VLAN tags in the
+	// packet data) in dst exactly as it is stored in memory, that is in
 	// network byte order, zero-extended.
 	Ethertype(dst asm.Register, reject string) asm.Instructions
 
@@ -30,7 +31,8 @@ type Source interface {
 	Setup(reject string) asm.Instructions
 
 	// Fetch makes size bytes of the packet, starting off bytes past the
-	// network header, readable at [dst+0, dst+size) with asm.LoadMem. off is
+	// start of the IP header (past the VLAN tags Ethertype saw through),
+	// readable at [dst+0, dst+size) with asm.LoadMem. off is
 	// a register holding a non-negative scalar that the filter has bounded.
 	// Bytes outside the packet's linear data, or that cannot be read, jump
 	// to reject. dst must be one of R0-R5.

@@ -15,16 +15,19 @@ import (
 // copied span of a kernel struct keeps the struct's own alignment.
 const (
 	slotArg   = -8  // the probe's struct sk_buff * or struct sock *
-	slotAvail = -16 // bytes Fetch may read from the network header on
-	slotKey   = -40 // count key (a row's 4 bytes, a stackKey's 24)
+	slotAvail = -16 // bytes Fetch may read from the IP header on
+	// slotSkip: bytes of VLAN tags between the network header and the IP
+	// header, which Setup skips.
+	slotSkip = -24
+	slotKey  = -48 // count key (a row's 4 bytes, a stackKey's 24)
 	// slotScratch is the filter's (filter.Source.Scratch). It shares the
 	// count key's bytes: the key is written only after the filter ran.
 	slotScratch = slotKey
-	slotOne     = -48 // the value 1, for a first map insert
-	slotFetch   = -96 // filter.Source Fetch buffer
+	slotOne     = -56  // the value 1, for a first map insert
+	slotFetch   = -104 // filter.Source Fetch buffer
 	fetchSize   = 48
 	// slotSynth holds the IP header a socket-level row makes up.
-	slotSynth = -144
+	slotSynth = -152
 	synthSize = 48
 	// The span of the probed struct lies below the buffers.
 	spanTop  = slotSynth
@@ -126,8 +129,10 @@ func ethertype(order binary.ByteOrder, ethP uint16) int32 {
 }
 
 const (
-	ethPIP   = 0x0800
-	ethPIPv6 = 0x86dd
+	ethPIP     = 0x0800
+	ethPIPv6   = 0x86dd
+	ethP8021Q  = 0x8100
+	ethP8021AD = 0x88a8
 )
 
 // skbSource is the filter.Source of programs that see an skb: it copies the
@@ -157,33 +162,90 @@ func newSkbSource(l *layout.Layout, fromData bool) (*skbSource, error) {
 	return &skbSource{l: l, span: sp, fromData: fromData}, err
 }
 
-// Ethertype copies the skb's fields once; Setup uses them too. A packet
-// the host makes has no skb->protocol until ip_local_out sets it, so where
-// it is 0 the IP version at the network header tells the family.
+// Ethertype copies the skb's fields once; Setup uses them too. It leaves the
+// ethertype of the IP header: skb->protocol, but a packet the host makes
+// has none until ip_local_out sets it, and a VLAN tag in the packet data
+// makes it the tag's TPID.
 func (s *skbSource) Ethertype(dst asm.Register, reject string) asm.Instructions {
 	order := s.l.ByteOrder
-	known := s.labels.next(reject, "protocol")
+	known, tagged := s.labels.next(reject, "protocol"), s.labels.next(reject, "vlan")
+	insns := append(s.span.read(reject),
+		asm.StoreImm(asm.R10, slotSkip, 0, asm.Word).WithSource(asm.Comment("no VLAN tag to skip")),
+		s.span.load(dst, s.l.SkBuff.Protocol),
+		asm.JEq.Imm(dst, ethertype(order, ethP8021Q), tagged),
+		asm.JEq.Imm(dst, ethertype(order, ethP8021AD), tagged),
+		asm.JNE.Imm(dst, 0, known),
+	)
+	insns = append(insns, s.versionEthertype(dst, reject, known)...)
+	tags := s.innerEthertype(dst, reject, known)
+	tags[0] = tags[0].WithSymbol(tagged)
+	return append(append(insns, tags...), asm.Mov.Reg(dst, dst).WithSymbol(known))
+}
+
+// versionEthertype leaves in dst the ethertype that the IP version at the
+// network header tells, or 0, and goes on at done.
+func (s *skbSource) versionEthertype(dst asm.Register, reject, done string) asm.Instructions {
+	order := s.l.ByteOrder
 	version := asm.R5
 	if dst == version {
 		version = asm.R4
 	}
-	insns := append(s.span.read(reject),
-		s.span.load(dst, s.l.SkBuff.Protocol),
-		asm.JNE.Imm(dst, 0, known),
-	)
-	insns = append(insns, s.Setup(reject)...)
+	insns := s.Setup(reject)
+	insns[0] = insns[0].WithSource(asm.Comment("no skb->protocol yet: the IP version tells"))
 	insns = append(insns, asm.Mov.Imm(asm.R4, 0))
 	insns = append(insns, fetch(asm.R1, asm.R4, 1, reject)...)
 	return append(insns,
 		asm.LoadMem(version, asm.R1, 0, asm.Byte),
 		asm.RSh.Imm(version, 4),
 		asm.Mov.Imm(dst, ethertype(order, ethPIP)),
-		asm.JEq.Imm(version, 4, known),
+		asm.JEq.Imm(version, 4, done),
 		asm.Mov.Imm(dst, ethertype(order, ethPIPv6)),
-		asm.JEq.Imm(version, 6, known),
+		asm.JEq.Imm(version, 6, done),
 		asm.Mov.Imm(dst, 0),
-		asm.Mov.Reg(dst, dst).WithSymbol(known),
+		asm.Ja.Label(done),
 	)
+}
+
+// VLAN tags in the packet data, as the filter sees through them.
+const (
+	maxVLANTags  = 2 // 802.1ad, then 802.1Q (QinQ)
+	vlanTagLen   = 4 // TCI, then the next ethertype
+	ethertypeLen = 2
+)
+
+// innerEthertype leaves in dst the ethertype after the VLAN tags in the
+// packet data, and in slotSkip their length, and goes on at done. The
+// ethertype just before the network header tells where the tags are: where
+// the network header is at the first tag (skb->data at
+// net:netif_receive_skb, before the kernel untags, or a packet untagged
+// once), that ethertype is a TPID and the tags follow it, 4 bytes each (TCI,
+// then the next ethertype); where a tag was put into the data after the
+// network header was set (validate_xmit_vlan), it is the inner ethertype
+// already. A third tag leaves a TPID in dst, which is no IP.
+func (s *skbSource) innerEthertype(dst asm.Register, reject, done string) asm.Instructions {
+	order := s.l.ByteOrder
+	insns := s.Setup(reject)
+	insns[0] = insns[0].WithSource(asm.Comment(fmt.Sprintf("VLAN: the ethertype after up to %d tags in the data", maxVLANTags)))
+	insns = append(insns,
+		asm.JLT.Imm(asm.R1, ethertypeLen, reject), // no ethertype before the network header
+		asm.LoadMem(asm.R3, asm.R10, slotAvail, asm.Word),
+		asm.JLT.Imm(asm.R3, vlanTagLen*maxVLANTags, reject),
+		asm.Mov.Reg(asm.R3, asm.R7),
+		asm.Add.Imm(asm.R3, -ethertypeLen),
+	)
+	insns = append(insns, probeRead(slotFetch, ethertypeLen+vlanTagLen*maxVLANTags, reject)...)
+	insns = append(insns, asm.LoadMem(dst, asm.R10, slotFetch, asm.Half))
+	// While the ethertype in dst is a TPID, a tag follows: skip it.
+	for tag := int16(1); tag <= maxVLANTags; tag++ {
+		skip := s.labels.next(reject, "vlan_skip")
+		insns = append(insns,
+			asm.JEq.Imm(dst, ethertype(order, ethP8021Q), skip),
+			asm.JNE.Imm(dst, ethertype(order, ethP8021AD), done),
+			asm.StoreImm(asm.R10, slotSkip, int64(vlanTagLen*tag), asm.Word).WithSymbol(skip),
+			asm.LoadMem(dst, asm.R10, slotFetch+vlanTagLen*tag, asm.Half),
+		)
+	}
+	return insns
 }
 
 func (s *skbSource) Ifindex(dst asm.Register, reject string) asm.Instructions {
@@ -202,9 +264,10 @@ func (s *skbSource) Ifindex(dst asm.Register, reject string) asm.Instructions {
 	return append(insns, asm.LoadMem(dst, asm.R10, slotFetch, sizeOf(ifindex.Size)))
 }
 
-// Setup finds the network header and how many linear bytes follow it:
-// R7 = head + network offset; slotAvail = linear end - network offset, where
-// the linear end is (data - head) + (len - data_len).
+// Setup finds the IP header, slotSkip bytes past the network header, and
+// how many linear bytes follow it: R1 = its offset from head, R7 = head +
+// R1; slotAvail = linear end - R1, where the linear end is (data - head) +
+// (len - data_len).
 func (s *skbSource) Setup(reject string) asm.Instructions {
 	sk := s.l.SkBuff
 	useData := s.labels.next(reject, "use_data")
@@ -226,7 +289,9 @@ func (s *skbSource) Setup(reject string) asm.Instructions {
 		)
 	}
 	return append(insns,
-		asm.JGT.Reg(asm.R1, asm.R3, reject).WithSymbol(useData),
+		asm.LoadMem(asm.R4, asm.R10, slotSkip, asm.Word).WithSymbol(useData),
+		asm.Add.Reg(asm.R1, asm.R4),
+		asm.JGT.Reg(asm.R1, asm.R3, reject),
 		asm.Sub.Reg(asm.R3, asm.R1),
 		asm.StoreMem(asm.R10, slotAvail, asm.R3, asm.Word),
 		asm.Mov.Reg(asm.R7, asm.R2),

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # Installed here, once, rather than by the test packages that use them:
 # go test runs packages in parallel, and two apt-get runs would collide.
 need=()
-for tool in ip:iproute2 bpftool:bpftool bpftrace:bpftrace setpriv:util-linux \
+for tool in ip:iproute2 bpftool:bpftool bpftrace:bpftrace setpriv:util-linux ethtool:ethtool \
 	qemu-system-x86_64:qemu-system-x86 qemu-system-aarch64:qemu-system-arm qemu-system-mipsel:qemu-system-mips \
 	qemu-system-s390x:qemu-system-misc xz:xz-utils zstd:zstd; do
 	command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
@@ -24,6 +24,6 @@ go test -count=1 -timeout 45m ./...
 # The end-to-end exact-count scenarios once more, on a layout calibrated at
 # start instead of read from the kernel's BTF.
 SKBSTAT_E2E_LAYOUT=calibrate go test -count=1 -timeout 10m \
-	-run 'TestFilterOptions|TestDropStack|TestSections|TestIntervals|TestCount|TestCleanup|TestDropsMatchBpftrace|TestNoFunctionTracing' ./test/e2e
+	-run 'TestFilterOptions|TestDropStack|TestSections|TestIntervals|TestCount|TestCleanup|TestDropsMatchBpftrace|TestNoFunctionTracing|TestVLAN' ./test/e2e
 go test -count=1 -run '^$' -fuzz '^FuzzParse$' -fuzztime 15s ./filter
 go test -count=1 -run '^$' -fuzz '^FuzzDifferential$' -fuzztime 30s ./filter

@@ -7,6 +7,7 @@
 //	traffic udp -n N [-src IP[:PORT]] [-interval D] [-size B] DST_IP:PORT
 //	traffic tcp -n N [-src IP[:PORT]] [-timeout D] DST_IP:PORT
 //	traffic serve (-udp PORT | -tcp PORT) [-addr IP] [-n N] [-timeout D]
+//	traffic frames -n N -dev DEV [-tags TPID:VID,...] -src IP:PORT DST_IP:PORT
 //	traffic progs
 //	traffic veth -pid PID LOCAL_PREFIX PEER_PREFIX
 //
@@ -50,7 +51,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func dispatch(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: want a subcommand: udp, tcp, serve, progs or veth", errUsage)
+		return fmt.Errorf("%w: want a subcommand: udp, tcp, serve, frames, progs or veth", errUsage)
 	}
 	switch args[0] {
 	case "udp":
@@ -59,12 +60,14 @@ func dispatch(args []string, stdout io.Writer) error {
 		return tcpCommand(args[1:], stdout)
 	case "serve":
 		return serveCommand(args[1:], stdout)
+	case "frames":
+		return framesCommand(args[1:], stdout)
 	case "progs":
 		return progsCommand(args[1:], stdout)
 	case "veth":
 		return vethCommand(args[1:], stdout)
 	default:
-		return fmt.Errorf("%w: unknown subcommand %q (want udp, tcp, serve, progs or veth)", errUsage, args[0])
+		return fmt.Errorf("%w: unknown subcommand %q (want udp, tcp, serve, frames, progs or veth)", errUsage, args[0])
 	}
 }
 

@@ -3,8 +3,10 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/hex"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"regexp"
@@ -178,6 +180,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"serve", "-udp", "1", "-tcp", "1"}, "exactly one of"},
 		{[]string{"serve", "-udp", "70000"}, "-udp 70000"},
 		{[]string{"serve", "-udp", "0", "-addr", "x"}, `-addr "x"`},
+		{[]string{"frames", "-src", "10.0.0.1:1", "10.0.0.2:9"}, "want -dev DEV"},
+		{[]string{"frames", "-dev", "lo", "-src", "10.0.0.1", "10.0.0.2:9"}, "want -src IP:PORT"},
+		{[]string{"frames", "-dev", "lo", "-tags", "8100", "-src", "10.0.0.1:1", "10.0.0.2:9"}, `tag "8100"`},
+		{[]string{"frames", "-dev", "lo", "-tags", "8100:4096", "-src", "10.0.0.1:1", "10.0.0.2:9"}, `tag "8100:4096"`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			out, errOut, status := runTraffic(tc.args...)
@@ -188,5 +194,25 @@ func TestUsageErrors(t *testing.T) {
 				t.Errorf("stderr %q; want one line containing %q", errOut, tc.want)
 			}
 		})
+	}
+}
+
+// TestFrame checks a frame traffic frames sends: the tags in order behind
+// the addresses, then the inner ethertype and a UDP datagram whose
+// checksums verify (the checksum over a checksummed header is 0).
+func TestFrame(t *testing.T) {
+	src, dst := netip.MustParseAddrPort("10.0.0.1:5555"), netip.MustParseAddrPort("10.0.0.2:9999")
+	mac := net.HardwareAddr{2, 0, 0, 0, 0, 1}
+	frame := ethernetFrame(mac, []vlanTag{{0x88a8, 10}, {0x8100, 20}}, udpDatagram(src, dst, pattern(5)), false)
+	want := "ffffffffffff020000000001" + "88a8000a" + "81000014" + "0800"
+	if got := hex.EncodeToString(frame[:22]); got != want {
+		t.Errorf("header %s, want %s", got, want)
+	}
+	ip := frame[22:]
+	if len(ip) != 20+8+5 || ip[0] != 0x45 || ip[9] != 17 || checksum(ip[:20]) != 0 {
+		t.Errorf("IPv4 header % x: want 33 bytes, version 4, IHL 5, UDP, a checksum that verifies", ip[:20])
+	}
+	if sum := checksum(ip[12:20], []byte{0, 17}, ip[24:26], ip[20:]); sum != 0 {
+		t.Errorf("UDP checksum does not verify: %#x", sum)
 	}
 }
