@@ -14,9 +14,10 @@ import (
 
 // framesCommand sends -n raw Ethernet frames through an AF_PACKET socket on
 // -dev, each one UDP datagram behind the VLAN tags of -tags (outermost
-// first), so that the receiving kernel finds the tags in the packet data:
+// first), so that the receiving kernel finds the tags in the packet data,
+// and for IPv6 behind -ext destination options headers:
 //
-//	traffic frames -n N -dev DEV [-tags TPID:VID,...] -src IP:PORT DST_IP:PORT
+//	traffic frames -n N -dev DEV [-tags TPID:VID,...] [-ext N] -src IP:PORT DST_IP:PORT
 //
 // TPIDs are hex (8100, 88a8). Frames go to the broadcast address, which a
 // veth peer takes whatever its own address.
@@ -28,6 +29,7 @@ func framesCommand(args []string, stdout io.Writer) error {
 	fs.Var(&tags, "tags", "VLAN tags TPID:VID, outermost first")
 	var src sourceFlag
 	fs.Var(&src, "src", "source IP:PORT")
+	ext := fs.Int("ext", 0, "IPv6 destination options headers before the UDP header")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -41,6 +43,9 @@ func framesCommand(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if *ext < 0 || *ext > 0 && !dst.Addr().Is6() {
+		return fmt.Errorf("%w: frames: -ext %d: want a number of headers, with an IPv6 destination", errUsage, *ext)
+	}
 	if src.addr.Port() == 0 {
 		return fmt.Errorf("%w: frames: want -src IP:PORT: a raw frame has no socket to choose them", errUsage)
 	}
@@ -52,7 +57,7 @@ func framesCommand(args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("frames: %w", err)
 	}
-	frame := ethernetFrame(ifi.HardwareAddr, tags, udpDatagram(from, dst, pattern(32)), dst.Addr().Is6())
+	frame := ethernetFrame(ifi.HardwareAddr, tags, udpDatagram(from, dst, pattern(32), *ext), dst.Addr().Is6())
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("frames: packet socket: %w", err)
@@ -110,8 +115,9 @@ func ethernetFrame(src net.HardwareAddr, tags []vlanTag, ip []byte, ipv6 bool) [
 	return append(binary.BigEndian.AppendUint16(frame, ethertype), ip...)
 }
 
-// udpDatagram returns the IP packet of a UDP datagram, checksums and all.
-func udpDatagram(src, dst netip.AddrPort, payload []byte) []byte {
+// udpDatagram returns the IP packet of a UDP datagram, checksums and all,
+// for IPv6 behind ext destination options headers.
+func udpDatagram(src, dst netip.AddrPort, payload []byte, ext int) []byte {
 	udp := binary.BigEndian.AppendUint16(nil, src.Port())
 	udp = binary.BigEndian.AppendUint16(udp, dst.Port())
 	udp = binary.BigEndian.AppendUint16(udp, uint16(8+len(payload)))
@@ -124,10 +130,11 @@ func udpDatagram(src, dst netip.AddrPort, payload []byte) []byte {
 	}
 	binary.BigEndian.PutUint16(udp[6:], sum)
 	if dst.Addr().Is6() {
+		headers := append(destinationOptions(ext, unix.IPPROTO_UDP), udp...)
 		ip := []byte{0x60, 0, 0, 0}
-		ip = binary.BigEndian.AppendUint16(ip, uint16(len(udp)))
-		ip = append(ip, unix.IPPROTO_UDP, 64)
-		return append(append(append(ip, s...), d...), udp...)
+		ip = binary.BigEndian.AppendUint16(ip, uint16(len(headers)-1))
+		ip = append(ip, headers[0], 64)
+		return append(append(append(ip, s...), d...), headers[1:]...)
 	}
 	ip := []byte{0x45, 0}
 	ip = binary.BigEndian.AppendUint16(ip, uint16(20+len(udp)))
@@ -135,6 +142,24 @@ func udpDatagram(src, dst netip.AddrPort, payload []byte) []byte {
 	ip = append(append(ip, s...), d...)
 	binary.BigEndian.PutUint16(ip[10:], checksum(ip))
 	return append(ip, udp...)
+}
+
+// destinationOptions returns the next header field of an IPv6 header
+// followed by n destination options headers and then proto: the field, then
+// the headers, 8 bytes each, whose one option is padding (PadN of 4).
+func destinationOptions(n int, proto byte) []byte {
+	if n == 0 {
+		return []byte{proto}
+	}
+	b := []byte{unix.IPPROTO_DSTOPTS}
+	for i := range n {
+		next := byte(unix.IPPROTO_DSTOPTS)
+		if i == n-1 {
+			next = proto
+		}
+		b = append(b, next, 0, 1, 4, 0, 0, 0, 0)
+	}
+	return b
 }
 
 // checksum is the Internet checksum of the parts, each of even length but

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -184,6 +185,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"frames", "-dev", "lo", "-src", "10.0.0.1", "10.0.0.2:9"}, "want -src IP:PORT"},
 		{[]string{"frames", "-dev", "lo", "-tags", "8100", "-src", "10.0.0.1:1", "10.0.0.2:9"}, `tag "8100"`},
 		{[]string{"frames", "-dev", "lo", "-tags", "8100:4096", "-src", "10.0.0.1:1", "10.0.0.2:9"}, `tag "8100:4096"`},
+		{[]string{"frames", "-dev", "lo", "-ext", "2", "-src", "10.0.0.1:1", "10.0.0.2:9"}, "-ext 2: want a number of headers, with an IPv6 destination"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			out, errOut, status := runTraffic(tc.args...)
@@ -203,7 +205,7 @@ func TestUsageErrors(t *testing.T) {
 func TestFrame(t *testing.T) {
 	src, dst := netip.MustParseAddrPort("10.0.0.1:5555"), netip.MustParseAddrPort("10.0.0.2:9999")
 	mac := net.HardwareAddr{2, 0, 0, 0, 0, 1}
-	frame := ethernetFrame(mac, []vlanTag{{0x88a8, 10}, {0x8100, 20}}, udpDatagram(src, dst, pattern(5)), false)
+	frame := ethernetFrame(mac, []vlanTag{{0x88a8, 10}, {0x8100, 20}}, udpDatagram(src, dst, pattern(5), 0), false)
 	want := "ffffffffffff020000000001" + "88a8000a" + "81000014" + "0800"
 	if got := hex.EncodeToString(frame[:22]); got != want {
 		t.Errorf("header %s, want %s", got, want)
@@ -213,6 +215,26 @@ func TestFrame(t *testing.T) {
 		t.Errorf("IPv4 header % x: want 33 bytes, version 4, IHL 5, UDP, a checksum that verifies", ip[:20])
 	}
 	if sum := checksum(ip[12:20], []byte{0, 17}, ip[24:26], ip[20:]); sum != 0 {
+		t.Errorf("UDP checksum does not verify: %#x", sum)
+	}
+}
+
+// TestDestinationOptions checks an IPv6 datagram behind destination options
+// headers: the chain's next header fields, and a UDP checksum that
+// verifies.
+func TestDestinationOptions(t *testing.T) {
+	src, dst := netip.MustParseAddrPort("[fd00::1]:5555"), netip.MustParseAddrPort("[fd00::2]:9999")
+	ip := udpDatagram(src, dst, pattern(5), 3)
+	if len(ip) != 40+3*8+8+5 || ip[0]>>4 != 6 || ip[6] != 60 || int(binary.BigEndian.Uint16(ip[4:])) != len(ip)-40 {
+		t.Fatalf("IPv6 header % x: want 3 headers of 8 bytes, first next header 60, payload length %d", ip[:40], len(ip)-40)
+	}
+	for i, want := range []byte{60, 60, 17} {
+		if h := ip[40+8*i:]; h[0] != want || h[1] != 0 || h[2] != 1 || h[3] != 4 {
+			t.Errorf("header %d % x: want next header %d, length 0, PadN of 4", i, h[:8], want)
+		}
+	}
+	udp := ip[40+3*8:]
+	if sum := checksum(ip[8:40], []byte{0, 17}, udp[4:6], udp); sum != 0 {
 		t.Errorf("UDP checksum does not verify: %#x", sum)
 	}
 }
