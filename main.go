@@ -52,7 +52,22 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	app := &cli.App{
+	err := newApp(stdout, stderr).Run(args)
+	if err == nil {
+		return 0
+	}
+	var usage usageError
+	if errors.As(err, &usage) {
+		fmt.Fprintf(stderr, "skbstat: %s\n", usage.msg)
+		return exitUsage
+	}
+	fmt.Fprintf(stderr, "skbstat: %v\n", err)
+	return exitRuntime
+}
+
+// newApp is skbstat's command line: its options, help and man page.
+func newApp(stdout, stderr io.Writer) *cli.App {
+	return &cli.App{
 		Name:            "skbstat",
 		Usage:           "where in the kernel packets go, and where and why they are dropped",
 		UsageText:       "skbstat [options]",
@@ -66,17 +81,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return usageError{err.Error()}
 		},
 	}
-	err := app.Run(args)
-	if err == nil {
-		return 0
-	}
-	var usage usageError
-	if errors.As(err, &usage) {
-		fmt.Fprintf(stderr, "skbstat: %s\n", usage.msg)
-		return exitUsage
-	}
-	fmt.Fprintf(stderr, "skbstat: %v\n", err)
-	return exitRuntime
 }
 
 // usageError is bad input: exit status 2, nothing loaded.
