@@ -37,7 +37,7 @@ func TestManPage(t *testing.T) {
 		t.Errorf("%s is not what the flags make: regenerate it with go test -run TestManPage -update-man", manPage)
 	}
 	for _, f := range newApp(nil, nil).Flags {
-		if name := f.Names()[0]; !strings.Contains(got, `\fB--`+name+`\fP`) {
+		if name := f.Names()[0]; !strings.Contains(got, `\fB--`+name) {
 			t.Errorf("the man page does not describe --%s", name)
 		}
 	}
