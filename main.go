@@ -106,6 +106,7 @@ func flags() []cli.Flag {
 		&cli.BoolFlag{Name: "no_drop", Aliases: []string{"no-drop"}, Usage: "no DROP section: do not count drops per kernel stack and reason"},
 		&cli.StringSliceFlag{Name: "func", Aliases: []string{"f"}, Usage: "also count kernel function `NAME[:N]` (one with a struct sk_buff * argument, N its position from 0: needed without BTF), in a FUNC section; repeatable"},
 		&cli.StringFlag{Name: "attach", Value: string(progs.Auto), Usage: "how kernel functions attach: auto, fentry, kprobe-multi or kprobe"},
+		&cli.BoolFlag{Name: "json", Usage: "print each interval as one line of JSON (the README gives the schema) instead of text"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "say how each probe was attached, and why any was not"},
 		&cli.BoolFlag{Name: "dump-bpf", Usage: "print the generated BPF instructions of every program and exit"},
 		&cli.StringFlag{Name: "btf", Usage: "kernel BTF `FILE`, for kernels without /sys/kernel/btf/vmlinux"},
@@ -120,6 +121,7 @@ type options struct {
 	count    int
 	cfg      progs.Config
 	verbose  bool
+	json     bool // JSON lines instead of text
 	dumpBPF  bool
 	btf      string
 	layout   string // btf, calibrate or auto
@@ -127,7 +129,7 @@ type options struct {
 }
 
 func parseOptions(c *cli.Context) (options, error) {
-	o := options{count: c.Int("count"), verbose: c.Bool("verbose"), dumpBPF: c.Bool("dump-bpf"), btf: c.String("btf"), layout: c.String("layout"), writeBTF: c.String("write-btf")}
+	o := options{count: c.Int("count"), verbose: c.Bool("verbose"), json: c.Bool("json"), dumpBPF: c.Bool("dump-bpf"), btf: c.String("btf"), layout: c.String("layout"), writeBTF: c.String("write-btf")}
 	if c.NArg() > 0 {
 		return o, usageError{fmt.Sprintf("unexpected argument %q", c.Args().First())}
 	}
@@ -325,7 +327,7 @@ func action(c *cli.Context) error {
 	}
 	report(c.App.ErrWriter, set, o.verbose, time.Since(start))
 
-	r := newRenderer(o.cfg, c.App.ErrWriter)
+	r := newRenderer(o.cfg, c.App.ErrWriter, o.json)
 	tick := time.NewTicker(o.interval)
 	defer tick.Stop()
 	// The last interval, at Ctrl-C, SIGTERM or the end of -c, is read once

@@ -20,6 +20,8 @@ type renderer struct {
 	layout   *layout.Layout
 	sections []progs.Section
 	warn     io.Writer
+	json     bool      // JSON lines instead of text
+	since    time.Time // when the interval being counted began
 
 	syms    *kallsyms.Table
 	reasons map[uint32]string
@@ -32,8 +34,10 @@ type frameKey struct {
 	location uint64
 }
 
-func newRenderer(cfg progs.Config, warn io.Writer) *renderer {
-	r := &renderer{layout: cfg.Layout, warn: warn, frames: map[frameKey][]string{}}
+// newRenderer renders the sections cfg asks for, as text or JSON lines,
+// with intervals counted from now.
+func newRenderer(cfg progs.Config, warn io.Writer, json bool) *renderer {
+	r := &renderer{layout: cfg.Layout, warn: warn, json: json, since: time.Now(), frames: map[frameKey][]string{}}
 	for _, s := range []struct {
 		section progs.Section
 		on      bool
@@ -52,15 +56,32 @@ func (r *renderer) interval(w io.Writer, set *progs.Set) error {
 	if err != nil {
 		return err
 	}
+	now := time.Now()
+	out, err := r.sectionsOf(set, c)
+	if err != nil {
+		return err
+	}
+	if r.json {
+		err = output.WriteJSON(w, now, now.Sub(r.since), out)
+	} else {
+		err = output.Write(w, now, out)
+	}
+	r.since = now
+	return err
+}
+
+// sectionsOf turns one interval's counts into output sections: every
+// section's rows, its stacks with reason names and symbolized frames, and a
+// note of every cause, zero included.
+func (r *renderer) sectionsOf(set *progs.Set, c progs.Counts) ([]output.Section, error) {
 	bySection := map[progs.Section]*output.Section{}
 	out := make([]output.Section, len(r.sections))
 	for i, s := range r.sections {
 		out[i] = output.Section{Name: s.String()}
+		for _, cause := range progs.Causes() {
+			out[i].Notes = append(out[i].Notes, output.Note{Count: c.Noted(s, cause), Text: cause.String(), Cause: cause.Key()})
+		}
 		bySection[s] = &out[i]
-	}
-	for _, n := range c.Notes {
-		sec := bySection[n.Section]
-		sec.Notes = append(sec.Notes, output.Note{Count: n.Count, Text: n.Cause.String()})
 	}
 	for _, row := range c.Rows {
 		sec := bySection[row.Section]
@@ -74,13 +95,17 @@ func (r *renderer) interval(w io.Writer, set *progs.Set) error {
 		if st.StackID < 0 {
 			stack.LostID = int64(st.StackID)
 		}
+		var err error
 		if stack.Frames, err = r.entryFrames(set, st); err != nil {
-			return err
+			return nil, err
+		}
+		if st.Location != 0 {
+			stack.Location = r.symbols().Symbolize(st.Location)
 		}
 		sec := bySection[st.Section]
 		sec.Stacks = append(sec.Stacks, stack)
 	}
-	return output.Write(w, time.Now(), out)
+	return out, nil
 }
 
 // entryFrames returns the symbolized frames that entry st prints under its

@@ -154,6 +154,9 @@ var undecidedText = [NumUndecided]string{
 
 func (u Undecided) String() string { return undecidedText[u] }
 
+// Key names u for machines, in JSON and metrics: "ipv6_chain".
+func (u Undecided) Key() string { return [NumUndecided]string{"ipv6_chain", "namespace"}[u] }
+
 // UndecidedLabel is the label that the code of a filter with reject label
 // reject jumps to for packets it cannot decide for reason u. The caller
 // defines it, after the filter's code, wherever the code refers to it.

@@ -38,6 +38,9 @@ type Stack struct {
 	Count uint64
 	// Reason is the drop reason ("NO_SOCKET"); empty where there is none.
 	Reason string
+	// Location names the function that freed the skb, in its caller
+	// ("__udp4_lib_rcv+0x4bc"); empty where the tracepoint gives none.
+	Location string
 	// Frames are the symbolized return addresses, leaf first. Where the
 	// kernel gave no usable stack, the one frame is the location: the
 	// return address of the function that freed the skb, in its caller.
@@ -67,26 +70,33 @@ type Section struct {
 type Note struct {
 	Count uint64
 	Text  string
+	// Cause names the kind of note for machines: "count_map_full".
+	Cause string
 }
 
 // Write prints the sections in the order given, each one even when it is
 // empty, with now as the time of the interval in now's own location. Rows
 // print by rank, ascending; stacks by count, ascending, so that the most
-// frequent comes last. The slices of sections are not modified.
+// frequent comes last. Rows and notes that counted nothing do not print, as
+// in the original. The slices of sections are not modified.
 func Write(w io.Writer, now time.Time, sections []Section) error {
 	var b bytes.Buffer
 	clock := now.Format(time.TimeOnly)
 	for _, s := range sections {
 		fmt.Fprintf(&b, "%-8s %-6s %s\n", "TIME", "NUM", "FUNC/STACK")
 		fmt.Fprintf(&b, "%-8s %-6s [%s]\n", clock, "", s.Name)
-		for _, r := range slices.SortedFunc(slices.Values(s.Rows), compareRows) {
-			fmt.Fprintf(&b, "%-8s %-6d %s\n", "", r.Count, r.Name)
+		for _, r := range sortedRows(s.Rows) {
+			if r.Count > 0 {
+				fmt.Fprintf(&b, "%-8s %-6d %s\n", "", r.Count, r.Name)
+			}
 		}
-		for _, st := range slices.SortedFunc(slices.Values(s.Stacks), compareStacks) {
+		for _, st := range sortedStacks(s.Stacks) {
 			writeStack(&b, st)
 		}
 		for _, n := range s.Notes {
-			fmt.Fprintf(&b, "%-8s %-6d [%s]\n", "", n.Count, n.Text)
+			if n.Count > 0 {
+				fmt.Fprintf(&b, "%-8s %-6d [%s]\n", "", n.Count, n.Text)
+			}
 		}
 		b.WriteByte('\n')
 	}
@@ -111,6 +121,12 @@ func writeStack(b *bytes.Buffer, s Stack) {
 	for _, f := range s.Frames {
 		fmt.Fprintf(b, "%-8s %-6s %s\n", "", "", f)
 	}
+}
+
+func sortedRows(rows []Row) []Row { return slices.SortedFunc(slices.Values(rows), compareRows) }
+
+func sortedStacks(stacks []Stack) []Stack {
+	return slices.SortedFunc(slices.Values(stacks), compareStacks)
 }
 
 func compareRows(a, b Row) int {

@@ -121,7 +121,8 @@ func TestGolden(t *testing.T) {
 			{Name: "net:netif_receive_skb", Rank: 30, Count: 1234567}, // wider than the column
 			{Name: "ip_rcv", Rank: 19, Count: 10},
 			{Name: "udp_rcv", Rank: 2, Count: 10},
-			{Name: "icmp_rcv", Rank: 2, Count: 0}, // same rank: by name
+			{Name: "icmp_rcv", Rank: 2, Count: 4},   // same rank: by name
+			{Name: "tcp_v4_rcv", Rank: 1, Count: 0}, // counted nothing: not printed
 			{Name: "udp_recvmsg", Rank: 0, Count: 3},
 			{Name: "ip_local_deliver", Rank: 16, Count: 10},
 		}}}},
@@ -137,8 +138,8 @@ func TestGolden(t *testing.T) {
 			{Count: 2, Frames: []string{"consume_skb+0x5", "icmp_rcv+0x18e", "ip_protocol_deliver_rcu+0x2d"}},
 			{Count: 2, Frames: []string{"consume_skb+0x5", "arp_process+0x2f1", "arp_rcv+0x1a4 [veth]"}}, // same count: by frames
 		}}}},
-		{"drop", []Section{{Name: "DROP", Notes: []Note{{4, "not counted: count map full"}, {2, "not decided: IPv6 header chain longer than 64"}}, Stacks: []Stack{
-			{Count: 10, Reason: "NO_SOCKET", Frames: []string{"sk_skb_reason_drop+0x5", "__udp4_lib_rcv+0x7a1", "ip_protocol_deliver_rcu+0x2d"}},
+		{"drop", []Section{{Name: "DROP", Notes: []Note{{4, "not counted: count map full", "count_map_full"}, {0, "not decided: no device or socket to tell the network namespace", "not_decided_namespace"}, {2, "not decided: IPv6 header chain longer than 64", "not_decided_ipv6_chain"}}, Stacks: []Stack{
+			{Count: 10, Reason: "NO_SOCKET", Location: "__udp4_lib_rcv+0x7a1", Frames: []string{"sk_skb_reason_drop+0x5", "__udp4_lib_rcv+0x7a1", "ip_protocol_deliver_rcu+0x2d"}},
 			{Count: 3, Reason: "TCP_INVALID_SEQUENCE", Frames: []string{"sk_skb_reason_drop+0x5", "tcp_validate_incoming+0x1c2"}},
 			{Count: 3, Reason: "NETFILTER_DROP", Frames: []string{"sk_skb_reason_drop+0x5", "nf_hook_slow+0xa8"}}, // same count: by reason
 			{Count: 2, Reason: "NOT_SPECIFIED", LostID: -17, Frames: []string{"tcp_v4_rcv+0x1b2"}},
@@ -167,7 +168,7 @@ func TestGolden(t *testing.T) {
 			{Name: "FUNC", Rows: []Row{{Name: "veth_xmit", Count: 8}}},
 			{Name: "INGRESS", Rows: []Row{{Name: "ip_rcv", Rank: 19, Count: 8}}},
 			{Name: "EGRESS"},
-			{Name: "CONSUME", Notes: []Note{{1, "not counted: count map full"}}},
+			{Name: "CONSUME", Notes: []Note{{1, "not counted: count map full", "count_map_full"}}},
 			{Name: "DROP", Stacks: []Stack{{Count: 8, Reason: "NO_SOCKET", Frames: []string{"sk_skb_reason_drop+0x5"}}}},
 		}},
 	} {
@@ -181,21 +182,35 @@ func TestGolden(t *testing.T) {
 					t.Errorf("trailing space in %q", line)
 				}
 			}
-			golden := filepath.Join("testdata", tc.name+".golden")
-			if *update {
-				if err := os.WriteFile(golden, b.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
+			compareGolden(t, tc.name+".golden", b.Bytes())
+			b.Reset()
+			if err := WriteJSON(&b, at, 1500*time.Millisecond, tc.sections); err != nil {
+				t.Fatal(err)
 			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (go test -update writes it)", err)
+			if n := strings.Count(b.String(), "\n"); n != 1 || !strings.HasSuffix(b.String(), "\n") {
+				t.Errorf("JSON: %d lines, want one: %q", n, b.String())
 			}
-			if !bytes.Equal(b.Bytes(), want) {
-				t.Errorf("output differs from %s:\n--- got\n%s--- want\n%s", golden, b.Bytes(), want)
-			}
+			compareGolden(t, tc.name+".json.golden", b.Bytes())
 		})
+	}
+}
+
+// compareGolden compares got with testdata/name, or with -update writes it.
+func compareGolden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	golden := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(golden, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (go test -update writes it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("output differs from %s:\n--- got\n%s--- want\n%s", golden, got, want)
 	}
 }
 

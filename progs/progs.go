@@ -161,6 +161,24 @@ const (
 	numNoted = firstUndecided + Cause(filter.NumUndecided)
 )
 
+// Causes are every cause of a note, in print order.
+func Causes() []Cause {
+	cs := make([]Cause, numNoted)
+	for i := range cs {
+		cs[i] = Cause(i)
+	}
+	return cs
+}
+
+// Key names c for machines, in JSON and metrics: "count_map_full",
+// "not_decided_ipv6_chain".
+func (c Cause) Key() string {
+	if c >= firstUndecided && c < numNoted {
+		return "not_decided_" + filter.Undecided(c-firstUndecided).Key()
+	}
+	return "count_map_full"
+}
+
 // undecided is the cause of packets the filter could not decide for u.
 func undecided(u filter.Undecided) Cause { return firstUndecided + Cause(u) }
 

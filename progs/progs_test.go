@@ -157,7 +157,7 @@ func TestOverflow(t *testing.T) {
 					recorded += st.Count
 				}
 			}
-			got := []uint64{recorded, lost, cnt.noted(Drop, CountMapFull)}
+			got := []uint64{recorded, lost, cnt.Noted(Drop, CountMapFull)}
 			want := []uint64{n, n, 0}
 			if c.counters == 1 {
 				want = []uint64{n, 0, n}

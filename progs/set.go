@@ -269,7 +269,18 @@ func (s *Set) Close() error {
 	return errors.Join(errs...)
 }
 
-// RowCount is how often a row's probe matched in an interval.
+// attached reports whether probe p was attached.
+func (s *Set) attached(p *probe) bool {
+	for _, a := range s.Attached {
+		if a.Section == p.section && a.Probe == p.name {
+			return true
+		}
+	}
+	return false
+}
+
+// RowCount is how often a row's probe matched in an interval: every
+// attached probe's, zero included.
 type RowCount struct {
 	Section Section
 	Name    string
@@ -306,8 +317,8 @@ type Counts struct {
 	Notes  []Note // in the order of sections, then causes; none zero
 }
 
-// noted is the count of section s's note of cause c.
-func (c Counts) noted(s Section, cause Cause) uint64 {
+// Noted is the count of section s's note of cause c.
+func (c Counts) Noted(s Section, cause Cause) uint64 {
 	for _, n := range c.Notes {
 		if n.Section == s && n.Cause == cause {
 			return n.Count
@@ -335,7 +346,7 @@ func (s *Set) Read() (Counts, error) {
 		if err != nil {
 			return c, err
 		}
-		if n > 0 {
+		if n > 0 || s.attached(p) {
 			c.Rows = append(c.Rows, RowCount{p.section, p.name, p.rank, n})
 		}
 	}
