@@ -107,6 +107,7 @@ func flags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "func", Aliases: []string{"f"}, Usage: "also count kernel function `NAME[:N]` (one with a struct sk_buff * argument, N its position from 0: needed without BTF), in a FUNC section; repeatable"},
 		&cli.StringFlag{Name: "attach", Value: string(progs.Auto), Usage: "how kernel functions attach: auto, fentry, kprobe-multi or kprobe"},
 		&cli.BoolFlag{Name: "json", Usage: "print each interval as one line of JSON (the README gives the schema) instead of text"},
+		&cli.BoolFlag{Name: "folded", Usage: "print DROP and CONSUME stacks as folded stacks, one line \"reason;outermost;...;innermost count\" per stack and interval, for flame graphs (flamegraph.pl, speedscope)"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "say how each probe was attached, and why any was not"},
 		&cli.BoolFlag{Name: "dump-bpf", Usage: "print the generated BPF instructions of every program and exit"},
 		&cli.StringFlag{Name: "btf", Usage: "kernel BTF `FILE`, for kernels without /sys/kernel/btf/vmlinux"},
@@ -121,7 +122,7 @@ type options struct {
 	count    int
 	cfg      progs.Config
 	verbose  bool
-	json     bool // JSON lines instead of text
+	format   format
 	dumpBPF  bool
 	btf      string
 	layout   string // btf, calibrate or auto
@@ -129,7 +130,7 @@ type options struct {
 }
 
 func parseOptions(c *cli.Context) (options, error) {
-	o := options{count: c.Int("count"), verbose: c.Bool("verbose"), json: c.Bool("json"), dumpBPF: c.Bool("dump-bpf"), btf: c.String("btf"), layout: c.String("layout"), writeBTF: c.String("write-btf")}
+	o := options{count: c.Int("count"), verbose: c.Bool("verbose"), dumpBPF: c.Bool("dump-bpf"), btf: c.String("btf"), layout: c.String("layout"), writeBTF: c.String("write-btf")}
 	if c.NArg() > 0 {
 		return o, usageError{fmt.Sprintf("unexpected argument %q", c.Args().First())}
 	}
@@ -184,7 +185,28 @@ func parseOptions(c *cli.Context) (options, error) {
 	if !o.cfg.Ingress && !o.cfg.Egress && !o.cfg.Consume && !o.cfg.Drop && len(o.cfg.Funcs) == 0 {
 		return o, usageError{"--no_drop: nothing left to trace (add --input, --output or --consume)"}
 	}
+	if o.format, err = outputFormat(c, o.cfg); err != nil {
+		return o, err
+	}
 	return o, nil
+}
+
+// outputFormat is the format --json or --folded asks for; --folded prints
+// stacks only, so it takes no row section.
+func outputFormat(c *cli.Context, cfg progs.Config) (format, error) {
+	switch {
+	case c.Bool("json") && c.Bool("folded"):
+		return textFormat, usageError{"--folded: not with --json: one format at a time"}
+	case c.Bool("folded") && (cfg.Ingress || cfg.Egress || len(cfg.Funcs) > 0):
+		return textFormat, usageError{"--folded: prints DROP and CONSUME stacks only: not with --input, --output or -f"}
+	case c.Bool("folded") && !cfg.Drop && !cfg.Consume:
+		return textFormat, usageError{"--folded: no stacks to print with --no_drop (add --consume)"}
+	case c.Bool("folded"):
+		return foldedFormat, nil
+	case c.Bool("json"):
+		return jsonFormat, nil
+	}
+	return textFormat, nil
 }
 
 // ifindex resolves a network device name; an unknown one is a usage error
@@ -327,7 +349,7 @@ func action(c *cli.Context) error {
 	}
 	report(c.App.ErrWriter, set, o.verbose, time.Since(start))
 
-	r := newRenderer(o.cfg, c.App.ErrWriter, o.json)
+	r := newRenderer(o.cfg, c.App.ErrWriter, o.format)
 	tick := time.NewTicker(o.interval)
 	defer tick.Stop()
 	// The last interval, at Ctrl-C, SIGTERM or the end of -c, is read once

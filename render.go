@@ -20,7 +20,7 @@ type renderer struct {
 	layout   *layout.Layout
 	sections []progs.Section
 	warn     io.Writer
-	json     bool      // JSON lines instead of text
+	format   format
 	since    time.Time // when the interval being counted began
 
 	syms    *kallsyms.Table
@@ -34,10 +34,19 @@ type frameKey struct {
 	location uint64
 }
 
-// newRenderer renders the sections cfg asks for, as text or JSON lines,
-// with intervals counted from now.
-func newRenderer(cfg progs.Config, warn io.Writer, json bool) *renderer {
-	r := &renderer{layout: cfg.Layout, warn: warn, json: json, since: time.Now(), frames: map[frameKey][]string{}}
+// format is how intervals print.
+type format int
+
+const (
+	textFormat   format = iota // the original's
+	jsonFormat                 // --json: a line of JSON per interval
+	foldedFormat               // --folded: a line per stack, for flame graphs
+)
+
+// newRenderer renders the sections cfg asks for in format f, with
+// intervals counted from now.
+func newRenderer(cfg progs.Config, warn io.Writer, f format) *renderer {
+	r := &renderer{layout: cfg.Layout, warn: warn, format: f, since: time.Now(), frames: map[frameKey][]string{}}
 	for _, s := range []struct {
 		section progs.Section
 		on      bool
@@ -61,9 +70,12 @@ func (r *renderer) interval(w io.Writer, set *progs.Set) error {
 	if err != nil {
 		return err
 	}
-	if r.json {
+	switch r.format {
+	case jsonFormat:
 		err = output.WriteJSON(w, now, now.Sub(r.since), out)
-	} else {
+	case foldedFormat:
+		err = output.WriteFolded(w, out)
+	default:
 		err = output.Write(w, now, out)
 	}
 	r.since = now

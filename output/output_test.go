@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -191,7 +192,41 @@ func TestGolden(t *testing.T) {
 				t.Errorf("JSON: %d lines, want one: %q", n, b.String())
 			}
 			compareGolden(t, tc.name+".json.golden", b.Bytes())
+			b.Reset()
+			if err := WriteFolded(&b, tc.sections); err != nil {
+				t.Fatal(err)
+			}
+			checkFoldedSums(t, b.String(), tc.sections)
+			compareGolden(t, tc.name+".folded.golden", b.Bytes())
 		})
+	}
+}
+
+// checkFoldedSums checks that the folded lines of each stack section sum to
+// its stacks' and notes' counts.
+func checkFoldedSums(t *testing.T, folded string, sections []Section) {
+	t.Helper()
+	for _, s := range sections {
+		var want, got uint64
+		for _, st := range s.Stacks {
+			want += st.Count
+		}
+		for _, n := range s.Notes {
+			want += n.Count
+		}
+		for line := range strings.Lines(folded) {
+			path, count, ok := strings.Cut(strings.TrimSuffix(line, "\n"), " ")
+			n, err := strconv.ParseUint(count, 10, 64)
+			if !ok || err != nil || strings.Contains(path, " ") {
+				t.Fatalf("folded line %q: want \"frame;frame COUNT\"", line)
+			}
+			if root, _, _ := strings.Cut(path, ";"); root == s.Name || slices.ContainsFunc(s.Stacks, func(st Stack) bool { return st.Reason == root }) {
+				got += n
+			}
+		}
+		if got != want {
+			t.Errorf("%s: folded lines sum to %d, want %d:\n%s", s.Name, got, want, folded)
+		}
 	}
 }
 

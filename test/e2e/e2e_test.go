@@ -302,6 +302,9 @@ func TestBadInput(t *testing.T) {
 		{[]string{"--attach", "uprobe"}, "--attach uprobe: unknown attach mechanism (auto, fentry, kprobe-multi or kprobe)"},
 		{[]string{"-f", "no_such_function_xyz"}, "-f no_such_function_xyz: no kernel function no_such_function_xyz in the kernel's BTF"},
 		{[]string{"-f", "schedule"}, "-f schedule: function schedule has no struct sk_buff * parameter"},
+		{[]string{"--folded", "--json"}, "--folded: not with --json: one format at a time"},
+		{[]string{"--folded", "--input"}, "--folded: prints DROP and CONSUME stacks only: not with --input, --output or -f"},
+		{[]string{"--folded", "--no_drop", "--output"}, "--folded: prints DROP and CONSUME stacks only"},
 	} {
 		cmd := exec.Command(skbstatBin, c.args...)
 		out, err := cmd.CombinedOutput()

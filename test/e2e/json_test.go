@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"encoding/json"
 	"os/exec"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -107,5 +109,35 @@ func TestJSONLines(t *testing.T) {
 	}
 	if noSocket != datagrams {
 		t.Errorf("jq -c %q: NO_SOCKET %d in all, want %d\n%s", dropsPerReason, noSocket, datagrams, perReason)
+	}
+}
+
+// TestFolded counts datagrams to a closed port with --folded: every line is
+// "reason;frame;...;frame count", outermost frame first (the caller before
+// the function it called), without offsets, and the lines sum to the drops.
+func TestFolded(t *testing.T) {
+	requireRoot(t)
+	p := newPair(t)
+	r := startSkbstat(t, "--folded", "-i", "60", "-d", p.b4, "-D", closedPort, "-p", "udp")
+	p.sendUDP(t, datagrams, p.a4, p.b4)
+	settle()
+	r.cmd.Process.Signal(syscall.SIGINT)
+	if err := r.cmd.Wait(); err != nil {
+		t.Fatalf("skbstat: %v\n%s", err, r.stderr.String())
+	}
+	out := r.stdout.String()
+	var drops uint64
+	for line := range strings.Lines(out) {
+		path, count, ok := strings.Cut(strings.TrimSuffix(line, "\n"), " ")
+		n, err := strconv.ParseUint(count, 10, 64)
+		frames := strings.Split(path, ";")
+		if !ok || err != nil || frames[0] != "NO_SOCKET" || strings.Contains(path, "+0x") ||
+			!(slices.Index(frames, "ip_protocol_deliver_rcu") < slices.Index(frames, "__udp4_lib_rcv")) {
+			t.Fatalf("folded line %q: want NO_SOCKET;...;ip_protocol_deliver_rcu;__udp4_lib_rcv;... COUNT, outermost first, without offsets\n%s", line, out)
+		}
+		drops += n
+	}
+	if drops != datagrams {
+		t.Errorf("folded lines sum to %d, want %d\n%s", drops, datagrams, out)
 	}
 }
