@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"runtime"
@@ -24,6 +25,7 @@ import (
 	"github.com/skbstat/skbstat/filter"
 	"github.com/skbstat/skbstat/internal/lab"
 	"github.com/skbstat/skbstat/layout"
+	"github.com/skbstat/skbstat/metrics"
 	"github.com/skbstat/skbstat/progs"
 )
 
@@ -108,6 +110,10 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "attach", Value: string(progs.Auto), Usage: "how kernel functions attach: auto, fentry, kprobe-multi or kprobe"},
 		&cli.BoolFlag{Name: "json", Usage: "print each interval as one line of JSON (the README gives the schema) instead of text"},
 		&cli.BoolFlag{Name: "folded", Usage: "print DROP and CONSUME stacks as folded stacks, one line \"reason;outermost;...;innermost count\" per stack and interval, for flame graphs (flamegraph.pl, speedscope)"},
+		&cli.StringFlag{Name: "listen", Usage: "serve Prometheus metrics at http://`ADDR`/metrics while tracing (127.0.0.1:9432, [::1]:9432, :9432)"},
+		&cli.StringFlag{Name: "textfile", Usage: "write Prometheus metrics to `FILE` every interval, atomically, for node_exporter's textfile collector (FILE ending in .prom)"},
+		&cli.IntFlag{Name: "max-series", Value: 200, Usage: "at most `N` drop series (reason x location) and N consume series in the metrics; later locations are summed as location=\"other\""},
+		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print no intervals on stdout (with --listen or --textfile)"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "say how each probe was attached, and why any was not"},
 		&cli.BoolFlag{Name: "dump-bpf", Usage: "print the generated BPF instructions of every program and exit"},
 		&cli.StringFlag{Name: "btf", Usage: "kernel BTF `FILE`, for kernels without /sys/kernel/btf/vmlinux"},
@@ -123,10 +129,16 @@ type options struct {
 	cfg      progs.Config
 	verbose  bool
 	format   format
-	dumpBPF  bool
-	btf      string
-	layout   string // btf, calibrate or auto
-	writeBTF string
+	// The exporter's: a listener for --listen (nil: none), --textfile's
+	// path, the bound on series, and whether intervals print at all.
+	listen    net.Listener
+	textfile  string
+	maxSeries int
+	quiet     bool
+	dumpBPF   bool
+	btf       string
+	layout    string // btf, calibrate or auto
+	writeBTF  string
 }
 
 func parseOptions(c *cli.Context) (options, error) {
@@ -188,7 +200,34 @@ func parseOptions(c *cli.Context) (options, error) {
 	if o.format, err = outputFormat(c, o.cfg); err != nil {
 		return o, err
 	}
+	if err := o.exporter(c); err != nil {
+		return o, err
+	}
 	return o, nil
+}
+
+// exporter checks the exporter's options, and opens --listen's address
+// last, once nothing else can be refused.
+func (o *options) exporter(c *cli.Context) error {
+	o.textfile, o.maxSeries, o.quiet = c.String("textfile"), c.Int("max-series"), c.Bool("quiet")
+	if o.maxSeries < 1 {
+		return usageError{fmt.Sprintf("--max-series %d: not a positive number", o.maxSeries)}
+	}
+	if o.quiet && c.String("listen") == "" && o.textfile == "" {
+		return usageError{"--quiet: nothing would be output (add --listen or --textfile)"}
+	}
+	if o.textfile != "" {
+		if err := checkTextfile(o.textfile); err != nil {
+			return err
+		}
+	}
+	if addr := c.String("listen"); addr != "" {
+		var err error
+		if o.listen, err = listen(addr); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // outputFormat is the format --json or --folded asks for; --folded prints
@@ -349,7 +388,26 @@ func action(c *cli.Context) error {
 	}
 	report(c.App.ErrWriter, set, o.verbose, time.Since(start))
 
-	r := newRenderer(o.cfg, c.App.ErrWriter, o.format)
+	t := &tally{set: set, r: newRenderer(o.cfg, c.App.ErrWriter, o.format)}
+	if o.listen != nil || o.textfile != "" {
+		t.metrics = newMetrics(o, set)
+	}
+	if o.listen != nil {
+		defer metrics.Serve(o.listen, t.writeMetrics, c.App.ErrWriter).Close()
+	}
+	out := c.App.Writer
+	if o.quiet {
+		out = nil
+	}
+	interval := func() error {
+		if err := t.interval(out); err != nil {
+			return err
+		}
+		if o.textfile != "" {
+			return writeTextfile(o.textfile, t.metrics)
+		}
+		return nil
+	}
 	tick := time.NewTicker(o.interval)
 	defer tick.Stop()
 	// The last interval, at Ctrl-C, SIGTERM or the end of -c, is read once
@@ -358,7 +416,7 @@ func action(c *cli.Context) error {
 		if err := set.Detach(); err != nil {
 			return err
 		}
-		return r.interval(c.App.Writer, set)
+		return interval()
 	}
 	for n := 1; ; n++ {
 		select {
@@ -369,7 +427,7 @@ func action(c *cli.Context) error {
 		if n == o.count {
 			return last()
 		}
-		if err := r.interval(c.App.Writer, set); err != nil {
+		if err := interval(); err != nil {
 			return err
 		}
 	}

@@ -59,27 +59,26 @@ func newRenderer(cfg progs.Config, warn io.Writer, f format) *renderer {
 	return r
 }
 
-// interval reads what was counted since the last call and prints it.
-func (r *renderer) interval(w io.Writer, set *progs.Set) error {
+// read reads what was counted since the last read, as output sections.
+func (r *renderer) read(set *progs.Set) ([]output.Section, error) {
 	c, err := set.Read()
 	if err != nil {
-		return err
+		return nil, err
 	}
+	return r.sectionsOf(set, c)
+}
+
+// print prints the sections of the interval that ends now.
+func (r *renderer) print(w io.Writer, sections []output.Section) error {
 	now := time.Now()
-	out, err := r.sectionsOf(set, c)
-	if err != nil {
-		return err
-	}
+	defer func() { r.since = now }()
 	switch r.format {
 	case jsonFormat:
-		err = output.WriteJSON(w, now, now.Sub(r.since), out)
+		return output.WriteJSON(w, now, now.Sub(r.since), sections)
 	case foldedFormat:
-		err = output.WriteFolded(w, out)
-	default:
-		err = output.Write(w, now, out)
+		return output.WriteFolded(w, sections)
 	}
-	r.since = now
-	return err
+	return output.Write(w, now, sections)
 }
 
 // sectionsOf turns one interval's counts into output sections: every

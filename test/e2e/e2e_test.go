@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/binary"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -303,6 +305,12 @@ func TestBadInput(t *testing.T) {
 		{[]string{"-f", "no_such_function_xyz"}, "-f no_such_function_xyz: no kernel function no_such_function_xyz in the kernel's BTF"},
 		{[]string{"-f", "schedule"}, "-f schedule: function schedule has no struct sk_buff * parameter"},
 		{[]string{"--folded", "--json"}, "--folded: not with --json: one format at a time"},
+		{[]string{"--listen", "127.0.0.1:http-alt-x"}, "--listen 127.0.0.1:http-alt-x: listen tcp: "},
+		{[]string{"--listen", "192.0.2.1:9432"}, "--listen 192.0.2.1:9432: listen tcp 192.0.2.1:9432: bind: cannot assign requested address"},
+		{[]string{"--listen", busyAddr(t)}, "--listen " + busyAddr(t) + ": listen tcp " + busyAddr(t) + ": bind: address already in use"},
+		{[]string{"--textfile", "/nonexistent/skbstat.prom"}, "--textfile /nonexistent/skbstat.prom: no directory /nonexistent"},
+		{[]string{"-q"}, "--quiet: nothing would be output (add --listen or --textfile)"},
+		{[]string{"--max-series", "0", "--textfile", "/tmp/x.prom"}, "--max-series 0: not a positive number"},
 		{[]string{"--folded", "--input"}, "--folded: prints DROP and CONSUME stacks only: not with --input, --output or -f"},
 		{[]string{"--folded", "--no_drop", "--output"}, "--folded: prints DROP and CONSUME stacks only"},
 	} {
@@ -317,6 +325,24 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("skbstat %s: %q, want one line starting %q", strings.Join(c.args, " "), out, "skbstat: "+c.msg)
 		}
 	}
+}
+
+var busy struct {
+	once sync.Once
+	addr string
+}
+
+// busyAddr is a loopback address that this test process listens on, for
+// the whole run.
+func busyAddr(t *testing.T) string {
+	busy.once.Do(func() {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		busy.addr = ln.Addr().String()
+	})
+	return busy.addr
 }
 
 func startSkbstatIn(t *testing.T, ns string, args ...string) *run {
