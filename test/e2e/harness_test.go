@@ -246,7 +246,17 @@ func (r *run) stop(t *testing.T, sig syscall.Signal) []interval {
 	return r.wait(t)
 }
 
-func (r *run) wait(t *testing.T) []interval {
+// stopRaw sends sig, waits for exit status 0 and returns the output as it
+// is (JSON, folded stacks, ...).
+func (r *run) stopRaw(t *testing.T, sig syscall.Signal) string {
+	t.Helper()
+	r.cmd.Process.Signal(sig)
+	r.exited(t)
+	return r.stdout.String()
+}
+
+// exited waits for skbstat to exit, with status 0.
+func (r *run) exited(t *testing.T) {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- r.cmd.Wait() }()
@@ -259,6 +269,11 @@ func (r *run) wait(t *testing.T) []interval {
 		r.cmd.Process.Kill()
 		t.Fatalf("skbstat did not exit; stderr:\n%s", r.stderr.String())
 	}
+}
+
+func (r *run) wait(t *testing.T) []interval {
+	t.Helper()
+	r.exited(t)
 	iv, err := parseOutput(r.stdout.String())
 	if err != nil {
 		t.Fatalf("parse output: %v\n%s", err, r.stdout.String())

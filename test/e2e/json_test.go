@@ -52,11 +52,7 @@ func TestJSONLines(t *testing.T) {
 	r := startSkbstat(t, "--json", "--input", "-i", "0.2", "-d", p.b4, "-D", closedPort, "-p", "udp")
 	p.sendUDP(t, datagrams, p.a4, p.b4)
 	settle()
-	r.cmd.Process.Signal(syscall.SIGINT)
-	if err := r.cmd.Wait(); err != nil {
-		t.Fatalf("skbstat: %v\n%s", err, r.stderr.String())
-	}
-	out := r.stdout.String()
+	out := r.stopRaw(t, syscall.SIGINT)
 	var rows, drops uint64
 	lines := 0
 	for sc := bufio.NewScanner(strings.NewReader(out)); sc.Scan(); lines++ {
@@ -121,11 +117,7 @@ func TestFolded(t *testing.T) {
 	r := startSkbstat(t, "--folded", "-i", "60", "-d", p.b4, "-D", closedPort, "-p", "udp")
 	p.sendUDP(t, datagrams, p.a4, p.b4)
 	settle()
-	r.cmd.Process.Signal(syscall.SIGINT)
-	if err := r.cmd.Wait(); err != nil {
-		t.Fatalf("skbstat: %v\n%s", err, r.stderr.String())
-	}
-	out := r.stdout.String()
+	out := r.stopRaw(t, syscall.SIGINT)
 	var drops uint64
 	for line := range strings.Lines(out) {
 		path, count, ok := strings.Cut(strings.TrimSuffix(line, "\n"), " ")
