@@ -20,7 +20,6 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/urfave/cli/v2"
-	"github.com/vishvananda/netlink"
 
 	"github.com/skbstat/skbstat/filter"
 	"github.com/skbstat/skbstat/internal/lab"
@@ -41,7 +40,9 @@ const examples = `examples:
     skbstat -p tcp                        # only TCP packets
     skbstat -p tcp -D 80                  # only TCP packets to port 80, whichever way they go
     skbstat -p tcp -P 80                  # only TCP packets from or to port 80
-    skbstat -I eth0 -c 5 -i 1             # packets on eth0, five 1-second intervals`
+    skbstat -I eth0 -c 5 -i 1             # packets on eth0, five 1-second intervals
+    skbstat --netns /run/netns/blue       # only packets in network namespace blue
+    skbstat --netns pid:4242 -I eth0      # packets on eth0 of process 4242's network namespace`
 
 // Exit statuses.
 const (
@@ -101,7 +102,8 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "dport", Aliases: []string{"D"}, Usage: "destination tcp/udp/sctp port or range LO-HI"},
 		&cli.StringFlag{Name: "port", Aliases: []string{"P"}, Usage: "source or destination tcp/udp/sctp port or range LO-HI"},
 		&cli.StringFlag{Name: "proto", Aliases: []string{"p"}, Usage: "protocol (tcp, udp, icmp, icmp6, sctp, udplite, gre, esp, ah, or 0-255)"},
-		&cli.StringFlag{Name: "interface", Aliases: []string{"I"}, Usage: "only packets on network device `NAME`"},
+		&cli.StringFlag{Name: "interface", Aliases: []string{"I"}, Usage: "only packets on network device `NAME` of skbstat's network namespace (or --netns's)"},
+		&cli.StringFlag{Name: "netns", Usage: "only packets in network namespace `PATH|pid:N|inode:N` (a file such as /run/netns/NAME, a process's, an inode number): their device's, else their socket's"},
 		&cli.BoolFlag{Name: "input", Usage: "INGRESS: count packets entering the stack, per kernel function and tracepoint"},
 		&cli.BoolFlag{Name: "output", Usage: "EGRESS: count packets leaving, per kernel function and tracepoint"},
 		&cli.BoolFlag{Name: "consume", Usage: "CONSUME: count packets freed normally, per kernel stack"},
@@ -139,6 +141,7 @@ type options struct {
 	btf       string
 	layout    string // btf, calibrate or auto
 	writeBTF  string
+	netns     namespace // that -I and --netns mean
 }
 
 func parseOptions(c *cli.Context) (options, error) {
@@ -166,11 +169,17 @@ func parseOptions(c *cli.Context) (options, error) {
 	if err != nil {
 		return o, usageError{err.Error()}
 	}
+	if o.netns, err = parseNetns(c.String("netns")); err != nil {
+		return o, err
+	}
+	if o.netns.spec != "" {
+		f.Netns = o.netns.inode
+	}
 	if name := c.String("interface"); name != "" {
-		if f.Ifindex, err = ifindex(name); err != nil {
+		if f.Ifindex, err = ifindex(name, o.netns); err != nil {
 			return o, err
 		}
-		f.Ifname = name
+		f.Ifname, f.Netns = name, o.netns.inode
 	}
 	switch o.layout {
 	case "btf", "auto":
@@ -246,22 +255,6 @@ func outputFormat(c *cli.Context, cfg progs.Config) (format, error) {
 		return jsonFormat, nil
 	}
 	return textFormat, nil
-}
-
-// ifindex resolves a network device name; an unknown one is a usage error
-// that lists the devices there are.
-func ifindex(name string) (int, error) {
-	link, err := netlink.LinkByName(name)
-	if err == nil {
-		return link.Attrs().Index, nil
-	}
-	var names []string
-	if links, lerr := netlink.LinkList(); lerr == nil {
-		for _, l := range links {
-			names = append(names, l.Attrs().Name)
-		}
-	}
-	return 0, usageError{fmt.Sprintf("-I %s: no such network device (devices: %s)", name, strings.Join(names, ", "))}
 }
 
 // chooseLayout returns the layout from BTF (the kernel's, or --btf's), or,
@@ -343,6 +336,9 @@ func action(c *cli.Context) error {
 	if o.cfg.Layout, err = chooseLayout(o); err != nil {
 		return err
 	}
+	if err := o.netnsFits(o.cfg.Layout); err != nil {
+		return err
+	}
 	for _, fn := range o.cfg.Funcs {
 		if err := progs.CheckFunc(o.cfg.Layout, fn); err != nil {
 			return usageError{fmt.Sprintf("-f %s: %v", fn, err)}
@@ -365,6 +361,9 @@ func action(c *cli.Context) error {
 		defer lb.Close()
 		if o.cfg.Filter.Ifindex != 0 && o.cfg.Layout.NetDevice.Ifindex.Size == 0 {
 			return fmt.Errorf("-I %s: net_device's ifindex could not be calibrated (see above): pass --btf FILE with this kernel's BTF", o.cfg.Filter.Ifname)
+		}
+		if err := o.netnsCalibrated(o.cfg.Layout); err != nil {
+			return err
 		}
 	} else if o.verbose {
 		fmt.Fprintf(c.App.ErrWriter, "skbstat: layout: %s\n", o.cfg.Layout.Source)

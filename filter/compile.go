@@ -64,12 +64,22 @@ func (f Filter) Instructions(src Source, order binary.ByteOrder, reject string) 
 	}
 	var insns asm.Instructions
 	if f.Ifindex != 0 {
-		insns = append(insns, checkIfindex(src, f.Ifindex, reject)...)
+		insns = append(insns, checkDevice(src, f, reject)...)
 	}
-	if !f.hasIPCondition() {
-		return insns
+	if f.hasIPCondition() {
+		insns = append(insns, f.ipInstructions(src, order, reject)...)
 	}
+	if f.Ifindex == 0 && f.Netns != 0 {
+		// Last, so that only packets that match all else are undecided.
+		insns = append(insns, checkNetns(src, f.Netns, reject)...)
+	}
+	return insns
+}
+
+// ipInstructions checks the address, protocol and port conditions.
+func (f Filter) ipInstructions(src Source, order binary.ByteOrder, reject string) asm.Instructions {
 	g := generator{f: f, src: src, order: order, reject: reject}
+	var insns asm.Instructions
 	ipv4, ipv6 := f.Families()
 	switch {
 	case ipv4 && ipv6:
@@ -127,11 +137,25 @@ func rejectAll(reject string) asm.Instructions {
 	}
 }
 
-// checkIfindex rejects packets on other devices than ifindex.
-func checkIfindex(src Source, ifindex int, reject string) asm.Instructions {
+// checkDevice rejects packets on other devices than f's: another index,
+// or, where f has a namespace, the same index in another namespace.
+func checkDevice(src Source, f Filter, reject string) asm.Instructions {
 	insns := src.Ifindex(regTmp, reject)
-	return commented(fmt.Sprintf("filter: device ifindex %d", ifindex),
-		append(insns, asm.JNE.Imm32(regTmp, int32(ifindex), reject)))
+	insns = append(insns, asm.JNE.Imm32(regTmp, int32(f.Ifindex), reject))
+	if f.Netns == 0 {
+		return commented(fmt.Sprintf("filter: device ifindex %d", f.Ifindex), insns)
+	}
+	insns = append(insns, src.DeviceNetns(regTmp, reject)...)
+	return commented(fmt.Sprintf("filter: device ifindex %d in netns %d", f.Ifindex, f.Netns),
+		append(insns, asm.JNE.Imm32(regTmp, int32(f.Netns), reject)))
+}
+
+// checkNetns rejects packets in other network namespaces than netns, and
+// leaves undecided those whose namespace nothing tells.
+func checkNetns(src Source, netns uint32, reject string) asm.Instructions {
+	insns := src.Netns(regTmp, reject, UndecidedLabel(reject, NoNamespace))
+	return commented(fmt.Sprintf("filter: netns %d", netns),
+		append(insns, asm.JNE.Imm32(regTmp, int32(netns), reject)))
 }
 
 // checkEthertype rejects packets whose ethertype is not want.

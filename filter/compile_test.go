@@ -28,6 +28,14 @@ func (s countingSource) Ifindex(dst asm.Register, reject string) asm.Instruction
 	return s.count(s.Source.Ifindex(dst, reject))
 }
 
+func (s countingSource) DeviceNetns(dst asm.Register, reject string) asm.Instructions {
+	return s.count(s.Source.DeviceNetns(dst, reject))
+}
+
+func (s countingSource) Netns(dst asm.Register, reject, undecided string) asm.Instructions {
+	return s.count(s.Source.Netns(dst, reject, undecided))
+}
+
 func (s countingSource) Setup(reject string) asm.Instructions {
 	return s.count(s.Source.Setup(reject))
 }
@@ -44,27 +52,31 @@ func TestInstructionCounts(t *testing.T) {
 		name    string
 		o       Options
 		ifindex int
+		netns   uint32
 		ceiling int
 	}{
-		{"none", Options{}, 0, 0},
-		{"-p udp", Options{Proto: "udp"}, 0, 115},
-		{"-s 10.0.0.1", Options{Saddr: "10.0.0.1"}, 0, 8},
-		{"-N fd00::/64 -P 53", Options{Addr: "fd00::/64", Port: "53"}, 0, 130},
-		{"-I lo -p tcp -D 80", Options{Proto: "tcp", Dport: "80"}, loIfindex, 125},
+		{"none", Options{}, 0, 0, 0},
+		{"-p udp", Options{Proto: "udp"}, 0, 0, 115},
+		{"-s 10.0.0.1", Options{Saddr: "10.0.0.1"}, 0, 0, 8},
+		{"-N fd00::/64 -P 53", Options{Addr: "fd00::/64", Port: "53"}, 0, 0, 130},
+		{"-I lo -p tcp -D 80", Options{Proto: "tcp", Dport: "80"}, loIfindex, 0, 125},
+		{"-I lo in its netns", Options{}, loIfindex, xdpNetns, 2},
+		{"--netns", Options{}, 0, xdpNetns, 1},
+		{"--netns -p udp", Options{Proto: "udp"}, 0, xdpNetns, 116},
 		{"-s 10.0.0.0/8 -d 192.168.0.0/16 -N 10.1.0.0/16 -S 1024-65535 -D 80 -P 80-90 -p tcp -I lo",
 			Options{Saddr: "10.0.0.0/8", Daddr: "192.168.0.0/16", Addr: "10.1.0.0/16", Sport: "1024-65535", Dport: "80", Port: "80-90", Proto: "tcp"},
-			loIfindex, 42},
+			loIfindex, 0, 42},
 		{"-s fd00::/64 -d ff02::1 -N fd00::/8 -S 1024-65535 -D 80 -P 80-90 -p tcp -I lo",
 			Options{Saddr: "fd00::/64", Daddr: "ff02::1", Addr: "fd00::/8", Sport: "1024-65535", Dport: "80", Port: "80-90", Proto: "tcp"},
-			loIfindex, 140},
+			loIfindex, 0, 140},
 	} {
 		f, err := Parse(c.o)
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.Ifindex = c.ifindex
+		f.Ifindex, f.Netns = c.ifindex, c.netns
 		var fromSource int
-		insns := f.Instructions(countingSource{xdpSource{}, &fromSource}, binary.NativeEndian, "reject")
+		insns := f.Instructions(countingSource{xdpSource{onLoopback}, &fromSource}, binary.NativeEndian, "reject")
 		own := len(insns) - fromSource
 		t.Logf("%-80s %3d instructions: %3d filter + %3d XDP source", c.name, len(insns), own, fromSource)
 		if own > c.ceiling {
@@ -89,7 +101,7 @@ func TestImmediatesFollowByteOrder(t *testing.T) {
 		{binary.LittleEndian, []int64{0x0008, 0xff, 0xc8, 0xff1f, 8000, 8100}},
 	} {
 		var got []int64
-		for _, ins := range f.Instructions(xdpSource{}, c.order, "reject") {
+		for _, ins := range f.Instructions(xdpSource{onLoopback}, c.order, "reject") {
 			if ins.OpCode.Source() == asm.ImmSource && (ins.OpCode.Class().IsJump() || ins.OpCode.ALUOp() == asm.And) {
 				got = append(got, ins.Constant)
 			}
@@ -103,7 +115,7 @@ func TestImmediatesFollowByteOrder(t *testing.T) {
 }
 
 func TestEmptyFilterEmitsNothing(t *testing.T) {
-	if insns := (Filter{}).Instructions(xdpSource{}, binary.NativeEndian, "reject"); len(insns) != 0 {
+	if insns := (Filter{}).Instructions(xdpSource{onLoopback}, binary.NativeEndian, "reject"); len(insns) != 0 {
 		t.Errorf("%d instructions:\n%v", len(insns), insns)
 	}
 }
@@ -116,8 +128,8 @@ func TestFiltersShareAProgram(t *testing.T) {
 		t.Fatal(err)
 	}
 	insns := asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1)}
-	first := f.Instructions(xdpSource{}, binary.NativeEndian, "first")
-	second := f.Instructions(xdpSource{}, binary.NativeEndian, "second")
+	first := f.Instructions(xdpSource{onLoopback}, binary.NativeEndian, "first")
+	second := f.Instructions(xdpSource{onLoopback}, binary.NativeEndian, "second")
 	insns = append(append(insns, first...), second...)
 	insns = append(insns,
 		asm.Mov.Imm(asm.R0, xdpPass).WithSymbol("first"),
@@ -141,11 +153,11 @@ func TestUnsatisfiableFilters(t *testing.T) {
 		{Proto: Protocol{1, true}, Dport: PortRange{2, 2, true}},
 		{Ifindex: -1},
 	} {
-		prog := loadFilter(t, f)
+		prog := loadFilter(t, f, onLoopback)
 		if runFilter(t, prog, frame) != rejected {
 			t.Errorf("%+v matched", f)
 		}
-		if referenceMatch(f, frame, loIfindex) != rejected {
+		if referenceMatch(f, frame, onLoopback) != rejected {
 			t.Errorf("reference: %+v matched", f)
 		}
 		prog.Close()

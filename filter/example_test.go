@@ -16,7 +16,7 @@ func ExampleFilter_Instructions() {
 		return
 	}
 	fmt.Println(f)
-	listing := fmt.Sprint(f.Instructions(xdpSource{}, binary.LittleEndian, "reject"))
+	listing := fmt.Sprint(f.Instructions(xdpSource{onLoopback}, binary.LittleEndian, "reject"))
 	for line := range strings.Lines(listing) {
 		fmt.Println(strings.TrimRight(line, " \n")) // no trailing blanks in // Output
 	}

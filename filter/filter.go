@@ -8,6 +8,13 @@
 //
 //   - A Filter without conditions matches every packet, IP or not.
 //   - The device condition (Ifindex) applies to every packet, IP or not.
+//     With a namespace (Netns), the device must be in that network
+//     namespace too: indices are numbered per namespace. A packet without
+//     a device matches no device condition.
+//   - The namespace condition alone (Netns, no Ifindex) is the network
+//     namespace of the packet's device, else of its socket. A packet with
+//     neither that satisfies every other condition is not decided: the
+//     code jumps to UndecidedLabel(reject, NoNamespace).
 //   - Any address, port or protocol condition matches only IPv4 and IPv6
 //     packets (by the ethertype the Source reports, which for an skb is the
 //     one behind up to two VLAN tags in the packet data, the IP header
@@ -58,6 +65,9 @@ type Filter struct {
 	// (-I); 0 is no condition. Ifname is that device's name, for messages.
 	Ifindex int
 	Ifname  string
+	// Netns is the inode number of the network namespace the packet must
+	// be in (--netns, and -I's device's); 0 is no condition.
+	Netns uint32
 }
 
 // PortRange is an inclusive range of port numbers, compared in host order.
@@ -96,8 +106,13 @@ func (r PortRange) String() string {
 // "src 10.0.0.0/8 and proto udp and src or dst port 53".
 func (f Filter) String() string {
 	var conds []string
-	if f.Ifindex != 0 {
+	switch {
+	case f.Ifindex != 0 && f.Netns != 0:
+		conds = append(conds, fmt.Sprintf("dev %s (ifindex %d) in netns %d", f.Ifname, f.Ifindex, f.Netns))
+	case f.Ifindex != 0:
 		conds = append(conds, fmt.Sprintf("dev %s (ifindex %d)", f.Ifname, f.Ifindex))
+	case f.Netns != 0:
+		conds = append(conds, fmt.Sprintf("netns %d", f.Netns))
 	}
 	for _, a := range []struct {
 		what string

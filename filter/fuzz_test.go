@@ -54,7 +54,7 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("%+v: accepted %+v, which nothing matches", o, flt)
 		}
 		_ = flt.String()
-		if err := xdpProgram(flt).Marshal(&bytes.Buffer{}, binary.LittleEndian); err != nil {
+		if err := xdpProgram(flt, onLoopback).Marshal(&bytes.Buffer{}, binary.LittleEndian); err != nil {
 			t.Fatalf("%+v: %v", o, err)
 		}
 	})
@@ -62,33 +62,40 @@ func FuzzParse(f *testing.F) {
 
 // FuzzDifferential: for any options that parse and any frame, the kernel's
 // verdict is the reference's. ifindex is -I's (0: none; the frames come in
-// on loopback, index 1).
+// on loopback, index 1, unless nowhere), netns --netns's or -I's device's (0:
+// none; the frames' is xdpNetns); nowhere: the frames come from no device
+// and no socket.
 func FuzzDifferential(f *testing.F) {
 	a := func(s string) []byte { return []byte(s) }
 	udp := ethernet(etherIPv4, cat(ipv4(mustPrefix("10.0.0.1").Addr(), mustPrefix("200.1.2.3").Addr(), 17, 0, nil), ports(1234, 53)))
 	frag6 := ethernet(etherIPv6, cat(ipv6(mustPrefix("fd00::1").Addr(), mustPrefix("ff02::1").Addr(), 0),
 		extension(44, 0), fragment(6, 0, true), ports(1, 80)))
-	f.Add("10.0.0.0/8", "", "", "", "53", "", "udp", uint16(0), udp)
-	f.Add("", "200.0.0.0/8", "", "", "", "50-60", "", uint16(1), udp)
-	f.Add("", "", "ff02::/16", "", "", "80", "tcp", uint16(0), frag6)
-	f.Add("", "", "", "", "", "", "", uint16(2), a("short"))
-	f.Fuzz(func(t *testing.T, saddr, daddr, addr, sport, dport, port, proto string, ifindex uint16, frame []byte) {
+	f.Add("10.0.0.0/8", "", "", "", "53", "", "udp", uint16(0), uint32(0), false, udp)
+	f.Add("", "200.0.0.0/8", "", "", "", "50-60", "", uint16(1), uint32(xdpNetns), false, udp)
+	f.Add("", "", "ff02::/16", "", "", "80", "tcp", uint16(0), uint32(0), false, frag6)
+	f.Add("", "", "", "", "", "", "", uint16(2), uint32(0), false, a("short"))
+	f.Add("", "", "", "", "", "", "udp", uint16(0), uint32(xdpNetns), true, udp)
+	f.Fuzz(func(t *testing.T, saddr, daddr, addr, sport, dport, port, proto string, ifindex uint16, netns uint32, fromNowhere bool, frame []byte) {
 		flt, err := Parse(Options{saddr, daddr, addr, sport, dport, port, proto})
 		if err != nil {
 			return
 		}
-		flt.Ifindex = int(ifindex)
+		flt.Ifindex, flt.Netns = int(ifindex), netns
+		at := onLoopback
+		if fromNowhere {
+			at = nowhere
+		}
 		if len(frame) < minFrame {
 			frame = append(frame, make([]byte, minFrame-len(frame))...)
 		}
 		frame = frame[:min(len(frame), maxFrame)]
 		requireBPF(t)
-		prog := loadFilter(t, flt)
+		prog := loadFilter(t, flt, at)
 		defer prog.Close()
 		got := runFilter(t, prog, frame)
-		if want := referenceMatch(flt, frame, loIfindex); got != want {
-			t.Fatalf("%q: kernel %v, reference %v on frame\n%s\n%v", flt, got, want, hex.Dump(frame),
-				strings.TrimSpace(xdpProgram(flt).String()))
+		if want := referenceMatch(flt, frame, at); got != want {
+			t.Fatalf("%q from %+v: kernel %v, reference %v on frame\n%s\n%v", flt, at, got, want, hex.Dump(frame),
+				strings.TrimSpace(xdpProgram(flt, at).String()))
 		}
 	})
 }

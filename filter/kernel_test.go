@@ -34,14 +34,16 @@ const (
 	optPort
 	optProto
 	optInterface
+	optNetns
 	allOptions = 1<<iota - 1
 )
 
 // randomOptions returns values for the options in combination, which
 // together can match: addresses of one family, a protocol with ports where
 // a port option is given, no extension header as protocol with IPv6
-// addresses. It also returns the ifindex for -I.
-func randomOptions(r *rand.Rand, combination int) (Options, int) {
+// addresses. It also returns the ifindex for -I and the namespace inode
+// (--netns, or -I's device's).
+func randomOptions(r *rand.Rand, combination int) (Options, int, uint32) {
 	addrs := ipv4Options
 	if r.IntN(2) == 0 {
 		addrs = ipv6Options
@@ -76,7 +78,23 @@ func randomOptions(r *rand.Rand, combination int) (Options, int) {
 			ifindex = 2 + r.IntN(1000) // not the device the test packets come in on
 		}
 	}
-	return o, ifindex
+	var netns uint32
+	if combination&optNetns != 0 {
+		netns = xdpNetns
+		if r.IntN(2) == 0 {
+			netns = xdpNetns + 1 + r.Uint32N(1000) // not the one the test Source claims
+		}
+	}
+	return o, ifindex, netns
+}
+
+// randomArrival is where the frames of a filter come from: mostly
+// loopback, sometimes nowhere (no device, no socket).
+func randomArrival(r *rand.Rand) arrival {
+	if r.IntN(4) == 0 {
+		return nowhere
+	}
+	return onLoopback
 }
 
 // TestKernelMatchesReference runs every combination of options, four times
@@ -91,21 +109,22 @@ func TestKernelMatchesReference(t *testing.T) {
 	var runs, matches, failures int
 	for combination := range allOptions + 1 {
 		for range 4 {
-			o, ifindex := randomOptions(r, combination)
+			o, ifindex, netns := randomOptions(r, combination)
 			f, err := Parse(o)
 			if err != nil {
 				t.Fatalf("seed %d: %v", seed, err)
 			}
-			f.Ifindex = ifindex
-			prog := loadFilter(t, f)
+			f.Ifindex, f.Netns = ifindex, netns
+			at := randomArrival(r)
+			prog := loadFilter(t, f, at)
 			for range framesPerFilter {
 				frame := g.frame(f)
 				got := runFilter(t, prog, frame)
-				if want := referenceMatch(f, frame, loIfindex); got != want {
+				if want := referenceMatch(f, frame, at); got != want {
 					failures++
 					if failures <= 10 {
-						t.Errorf("seed %d: %+v -I %d (%s): kernel %v, reference %v on frame\n%s",
-							seed, o, ifindex, f, got, want, hex.Dump(frame))
+						t.Errorf("seed %d: %+v -I %d --netns %d (%s) from %+v: kernel %v, reference %v on frame\n%s",
+							seed, o, ifindex, netns, f, at, got, want, hex.Dump(frame))
 					}
 				}
 				runs++
@@ -193,8 +212,8 @@ func TestKernelCases(t *testing.T) {
 		{"IPv6, six extension headers", Options{Proto: "udp", Dport: "53"}, chain(6, 17), matched},
 		{"IPv6, seven extension headers", Options{Proto: "udp"}, chain(7, 17), matched},
 		{"IPv6, as many extension headers as are walked", Options{Proto: "udp", Dport: "53"}, chain(MaxExtensionHeaders, 17), matched},
-		{"IPv6, one extension header more", Options{Proto: "udp"}, chain(MaxExtensionHeaders+1, 17), undecided},
-		{"IPv6, one extension header more, port condition", Options{Dport: "53"}, chain(MaxExtensionHeaders+1, 17), undecided},
+		{"IPv6, one extension header more", Options{Proto: "udp"}, chain(MaxExtensionHeaders+1, 17), undecidedFor(LongChain)},
+		{"IPv6, one extension header more, port condition", Options{Dport: "53"}, chain(MaxExtensionHeaders+1, 17), undecidedFor(LongChain)},
 		{"IPv6, one extension header more, address only", Options{Saddr: "fd00::1"}, chain(MaxExtensionHeaders+1, 17), matched},
 		{"IPv6, one extension header more, other address", Options{Saddr: "fd00::9", Proto: "udp"}, chain(MaxExtensionHeaders+1, 17), rejected},
 		{"IPv6 extension header cut short", Options{Proto: "udp"}, chain(2, 17)[:ethHeaderLen+40+8+12], rejected},
@@ -211,43 +230,68 @@ func TestKernelCases(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := referenceMatch(f, c.frame, loIfindex); got != c.want {
+			if got := referenceMatch(f, c.frame, onLoopback); got != c.want {
 				t.Errorf("reference: %q matched %v, want %v", f, got, c.want)
 			}
-			prog := loadFilter(t, f)
+			prog := loadFilter(t, f, onLoopback)
 			defer prog.Close()
 			if got := runFilter(t, prog, c.frame); got != c.want {
-				t.Errorf("kernel: %q matched %v, want %v\n%v", f, got, c.want, xdpProgram(f))
+				t.Errorf("kernel: %q matched %v, want %v\n%v", f, got, c.want, xdpProgram(f, onLoopback))
 			}
 		})
 	}
 }
 
-// TestKernelInterface checks -I on IP and non-IP packets.
-func TestKernelInterface(t *testing.T) {
+// TestKernelDevice checks -I and --netns on IP and non-IP packets, from a
+// device in the namespace the test Source claims and from nowhere (no
+// device, no socket).
+func TestKernelDevice(t *testing.T) {
 	requireBPF(t)
 	arp := ethernet(etherARP, make([]byte, 28))
 	udp := ethernet(etherIPv4, cat(ipv4(netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"), 17, 0, nil), ports(1, 2)))
+	const otherNetns = xdpNetns + 1
 	for _, c := range []struct {
 		ifindex int
+		netns   uint32
 		proto   string
+		at      arrival
 		frame   []byte
 		want    verdict
 	}{
-		{loIfindex, "", arp, matched},
-		{loIfindex + 1, "", arp, rejected},
-		{loIfindex, "udp", udp, matched},
-		{loIfindex + 1, "udp", udp, rejected},
-		{loIfindex, "tcp", udp, rejected},
+		{loIfindex, 0, "", onLoopback, arp, matched},
+		{loIfindex + 1, 0, "", onLoopback, arp, rejected},
+		{loIfindex, 0, "udp", onLoopback, udp, matched},
+		{loIfindex + 1, 0, "udp", onLoopback, udp, rejected},
+		{loIfindex, 0, "tcp", onLoopback, udp, rejected},
+		{loIfindex, 0, "", nowhere, arp, rejected},
+		// -I: the device's index in its namespace.
+		{loIfindex, xdpNetns, "", onLoopback, arp, matched},
+		{loIfindex, otherNetns, "", onLoopback, arp, rejected},
+		{loIfindex, xdpNetns, "udp", onLoopback, udp, matched},
+		{loIfindex, otherNetns, "udp", onLoopback, udp, rejected},
+		{loIfindex, xdpNetns, "tcp", onLoopback, udp, rejected},
+		{loIfindex, xdpNetns, "", nowhere, arp, rejected},
+		// --netns alone: nowhere is undecided where all else matches.
+		{0, xdpNetns, "", onLoopback, arp, matched},
+		{0, otherNetns, "", onLoopback, arp, rejected},
+		{0, xdpNetns, "udp", onLoopback, udp, matched},
+		{0, otherNetns, "udp", onLoopback, udp, rejected},
+		{0, xdpNetns, "", nowhere, arp, undecidedFor(NoNamespace)},
+		{0, xdpNetns, "udp", nowhere, udp, undecidedFor(NoNamespace)},
+		{0, xdpNetns, "tcp", nowhere, udp, rejected},
+		{0, xdpNetns, "udp", nowhere, arp, rejected},
 	} {
 		f, err := Parse(Options{Proto: c.proto})
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.Ifindex = c.ifindex
-		prog := loadFilter(t, f)
+		f.Ifindex, f.Netns = c.ifindex, c.netns
+		if got := referenceMatch(f, c.frame, c.at); got != c.want {
+			t.Errorf("reference: %q from %+v: %v, want %v", f, c.at, got, c.want)
+		}
+		prog := loadFilter(t, f, c.at)
 		if got := runFilter(t, prog, c.frame); got != c.want {
-			t.Errorf("%q on device %d: matched %v, want %v", f, loIfindex, got, c.want)
+			t.Errorf("kernel: %q from %+v: %v, want %v", f, c.at, got, c.want)
 		}
 		prog.Close()
 	}

@@ -11,10 +11,20 @@ type verdict int
 const (
 	rejected verdict = iota
 	matched
-	undecided // an IPv6 extension header chain too long to walk
+	// undecided is the first of the verdicts of packets not decided, one
+	// per reason (Undecided).
+	undecided
 )
 
-func (v verdict) String() string { return [...]string{"rejected", "matched", "undecided"}[v] }
+// undecidedFor is the verdict on a packet not decided for reason u.
+func undecidedFor(u Undecided) verdict { return undecided + verdict(u) }
+
+func (v verdict) String() string {
+	if v >= undecided {
+		return "undecided: " + Undecided(v-undecided).String()
+	}
+	return [...]string{"rejected", "matched"}[v]
+}
 
 // matchedIf is matched where ok holds, else rejected.
 func matchedIf(ok bool) verdict {
@@ -25,12 +35,24 @@ func matchedIf(ok bool) verdict {
 }
 
 // referenceMatch is the filter's meaning in plain Go, written apart from the
-// code generator: it decides whether an Ethernet frame received on device
-// ifindex matches f. The kernel's verdict must always agree with it.
-func referenceMatch(f Filter, frame []byte, ifindex int) verdict {
-	if f.Ifindex != 0 && f.Ifindex != ifindex {
+// code generator: it decides whether an Ethernet frame that came in as at
+// says matches f. The kernel's verdict must always agree with it.
+func referenceMatch(f Filter, frame []byte, at arrival) verdict {
+	if f.Ifindex != 0 && (at == nowhere || f.Ifindex != at.ifindex || f.Netns != 0 && f.Netns != at.netns) {
 		return rejected
 	}
+	v := referencePacketMatch(f, frame)
+	switch {
+	case v != matched || f.Ifindex != 0 || f.Netns == 0:
+		return v
+	case at == nowhere:
+		return undecidedFor(NoNamespace)
+	}
+	return matchedIf(f.Netns == at.netns)
+}
+
+// referencePacketMatch decides the conditions on the frame's bytes.
+func referencePacketMatch(f Filter, frame []byte) verdict {
 	ports := f.Sport.Set || f.Dport.Set || f.Port.Set
 	if !f.Src.IsValid() && !f.Dst.IsValid() && !f.Addr.IsValid() && !f.Proto.Set && !ports {
 		return matched
@@ -55,7 +77,7 @@ func referenceMatch(f Filter, frame []byte, ifindex int) verdict {
 		return rejected
 	}
 	if (f.Proto.Set || ports) && p.chainTooLong {
-		return undecided
+		return undecidedFor(LongChain)
 	}
 	if f.Proto.Set && (!p.protoKnown || p.proto != f.Proto.Number) {
 		return rejected

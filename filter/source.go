@@ -23,8 +23,18 @@ type Source interface {
 	// network byte order, zero-extended.
 	Ethertype(dst asm.Register, reject string) asm.Instructions
 
-	// Ifindex leaves the index of the packet's network device in dst.
+	// Ifindex leaves the index of the packet's network device in dst; a
+	// packet without a device jumps to reject.
 	Ifindex(dst asm.Register, reject string) asm.Instructions
+
+	// DeviceNetns leaves in dst the inode number of the network namespace
+	// of the packet's device; a packet without a device jumps to reject.
+	DeviceNetns(dst asm.Register, reject string) asm.Instructions
+
+	// Netns leaves in dst the inode number of the packet's network
+	// namespace: its device's, else its socket's. A packet with neither
+	// jumps to undecided.
+	Netns(dst asm.Register, reject, undecided string) asm.Instructions
 
 	// Setup runs once, after the Ethertype check and before the first
 	// Fetch, for whatever state Fetch needs (it may write R7).

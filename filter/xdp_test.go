@@ -11,9 +11,27 @@ import (
 )
 
 // xdpSource is the Source of the XDP programs that test the filter on
-// frames through BPF_PROG_TEST_RUN. The network header follows a 14-byte
-// Ethernet header.
-type xdpSource struct{}
+// frames through BPF_PROG_TEST_RUN, which come in as at says. The network
+// header follows a 14-byte Ethernet header.
+type xdpSource struct{ at arrival }
+
+// arrival is where a test frame comes from, as the test Source tells the
+// filter: the device it came in on, in a network namespace. XDP has no
+// namespace, so the Source claims one (xdpNetns). A frame from nowhere
+// stands for a packet with neither device nor socket.
+type arrival struct {
+	ifindex int // 0: no device
+	netns   uint32
+}
+
+// xdpNetns is the namespace inode the test Source claims: a number like the
+// kernel's (they start at 0xf0000000), on no machine the one of loopback.
+const xdpNetns = 0xf0001234
+
+var (
+	onLoopback = arrival{loIfindex, xdpNetns}
+	nowhere    = arrival{}
+)
 
 // struct xdp_md offsets.
 const (
@@ -48,8 +66,25 @@ func (xdpSource) Ethertype(dst asm.Register, reject string) asm.Instructions {
 	}
 }
 
-func (xdpSource) Ifindex(dst asm.Register, reject string) asm.Instructions {
+func (s xdpSource) Ifindex(dst asm.Register, reject string) asm.Instructions {
+	if s.at == nowhere {
+		return rejectAll(reject)
+	}
 	return asm.Instructions{asm.LoadMem(dst, asm.R6, xdpIngressIfindex, asm.Word)}
+}
+
+func (s xdpSource) DeviceNetns(dst asm.Register, reject string) asm.Instructions {
+	if s.at == nowhere {
+		return rejectAll(reject)
+	}
+	return asm.Instructions{asm.Mov.Imm32(dst, int32(s.at.netns))}
+}
+
+func (s xdpSource) Netns(dst asm.Register, reject, undecided string) asm.Instructions {
+	if s.at == nowhere {
+		return rejectAll(undecided)
+	}
+	return s.DeviceNetns(dst, reject)
 }
 
 // Setup points R7 at the network header.
@@ -94,13 +129,16 @@ func (xdpSource) Fetch(dst, off asm.Register, size int32, reject string) asm.Ins
 const (
 	xdpDrop = 1
 	xdpPass = 2
-	xdpTx   = 3
+	// xdpUndecided + u is returned for packets undecided for reason u: XDP_TX,
+	// XDP_REDIRECT.
+	xdpUndecided = 3
 )
 
-// xdpProgram is the filter as a whole XDP program: XDP_PASS for a match,
-// XDP_TX for a packet it cannot decide, XDP_DROP otherwise.
-func xdpProgram(f Filter) asm.Instructions {
-	filter := f.Instructions(xdpSource{}, binary.NativeEndian, "reject")
+// xdpProgram is the filter as a whole XDP program for frames that come in
+// as at says: XDP_PASS for a match, xdpUndecided + the reason for a packet
+// it cannot decide, XDP_DROP otherwise.
+func xdpProgram(f Filter, at arrival) asm.Instructions {
+	filter := f.Instructions(xdpSource{at}, binary.NativeEndian, "reject")
 	insns := append(asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1)}, filter...)
 	insns = append(insns, asm.Mov.Imm(asm.R0, xdpPass), asm.Return())
 	if len(filter) == 0 {
@@ -110,13 +148,13 @@ func xdpProgram(f Filter) asm.Instructions {
 	return append(insns, undecidedExits(filter, "reject")...)
 }
 
-// undecidedExits returns XDP_TX at each undecided label of the filter with
-// reject label reject that its code refers to.
+// undecidedExits returns xdpUndecided + the reason at each undecided label
+// of the filter with reject label reject that its code refers to.
 func undecidedExits(filter asm.Instructions, reject string) asm.Instructions {
 	var insns asm.Instructions
 	for u := range NumUndecided {
 		if label := UndecidedLabel(reject, u); refers(filter, label) {
-			insns = append(insns, asm.Mov.Imm(asm.R0, xdpTx).WithSymbol(label), asm.Return())
+			insns = append(insns, asm.Mov.Imm(asm.R0, xdpUndecided+int32(u)).WithSymbol(label), asm.Return())
 		}
 	}
 	return insns
@@ -132,12 +170,12 @@ func refers(insns asm.Instructions, label string) bool {
 	return false
 }
 
-// loadFilter loads the filter's XDP program, failing the test with the
-// verifier's log and the listing when the kernel refuses it. The caller
-// closes the program.
-func loadFilter(tb testing.TB, f Filter) *ebpf.Program {
+// loadFilter loads the filter's XDP program for frames that come in as at
+// says, failing the test with the verifier's log and the listing when the
+// kernel refuses it. The caller closes the program.
+func loadFilter(tb testing.TB, f Filter, at arrival) *ebpf.Program {
 	tb.Helper()
-	insns := xdpProgram(f)
+	insns := xdpProgram(f, at)
 	for i := range insns {
 		// Comments are for listings; loaded, they would be line info.
 		insns[i] = insns[i].WithSource(nil)
@@ -151,7 +189,7 @@ func loadFilter(tb testing.TB, f Filter) *ebpf.Program {
 	if err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
-			tb.Fatalf("filter %q: %+v\n%v", f, verr, xdpProgram(f))
+			tb.Fatalf("filter %q: %+v\n%v", f, verr, xdpProgram(f, at))
 		}
 		tb.Fatalf("filter %q: %v", f, err)
 	}
@@ -178,13 +216,13 @@ func runFilter(tb testing.TB, prog *ebpf.Program, frame []byte) verdict {
 	if err != nil {
 		tb.Fatalf("BPF_PROG_TEST_RUN on %d bytes: %v", len(frame), err)
 	}
-	switch ret {
-	case xdpPass:
+	switch {
+	case ret == xdpPass:
 		return matched
-	case xdpDrop:
+	case ret == xdpDrop:
 		return rejected
-	case xdpTx:
-		return undecided
+	case ret >= xdpUndecided && ret < xdpUndecided+uint32(NumUndecided):
+		return undecidedFor(Undecided(ret - xdpUndecided))
 	}
 	tb.Fatalf("program returned %d", ret)
 	return rejected

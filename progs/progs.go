@@ -199,7 +199,7 @@ func noteRow(rows uint32, s Section, c Cause) uint32 {
 
 // program generates the instructions of probe p at hook h.
 func program(p *probe, h hook, cfg Config, rows uint32) (asm.Instructions, error) {
-	src, err := source(p, cfg.Layout)
+	src, err := source(p, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -263,11 +263,11 @@ func epilogue() asm.Instructions {
 
 // source is how p's program reaches the packet: through the skb, or, at
 // socket level, through the socket.
-func source(p *probe, l *layout.Layout) (filter.Source, error) {
+func source(p *probe, cfg Config) (filter.Source, error) {
 	if p.fn != nil && p.fn.sock {
-		return newSockSource(l, p.fn.proto, p.fn.received)
+		return newSockSource(cfg.Layout, p.fn.proto, p.fn.received, cfg.Filter)
 	}
-	return newSkbSource(l, p.fromData)
+	return newSkbSource(cfg.Layout, p.fromData, cfg.Filter)
 }
 
 // lookupKey looks up the key at slotKey in m: R0 = value pointer or NULL.

@@ -132,7 +132,7 @@ func proofProgram(l *layout.Layout, h hook, tp tracepoint, checks []check) (asm.
 		if c.group != tp.group || c.name != tp.name {
 			continue
 		}
-		src, err := newSkbSource(l, tp.name == "netif_receive_skb")
+		src, err := newSkbSource(l, tp.name == "netif_receive_skb", c.filter)
 		if err != nil {
 			return nil, err
 		}
@@ -196,6 +196,7 @@ func proofCounts(rows *ebpf.Map, checks []check) ([]uint64, error) {
 }
 
 const (
+	netFields  = "net_device nd_net, net ns.inum"
 	skbFields  = "skb->head, skb->data, skb->network_header, skb->protocol, skb->len or skb->data_len"
 	pagedProof = 64
 )
@@ -234,6 +235,18 @@ func proof(l *layout.Layout, lb *lab.Lab) ([]lab.Packet, []check) {
 			add(check{"net", "net_dev_queue", dev(a, a.Local), 2, "skb->dev, net_device ifindex"})
 			add(check{"net", "net_dev_queue", dev(b, b.Local), 1, "skb->dev, net_device ifindex"})
 			add(check{"net", "net_dev_queue", dev(b, a.Local), 0, "skb->dev, net_device ifindex"})
+		}
+		if l.NetDevice.Ifindex.Size != 0 && l.NetDevice.Net.Size != 0 {
+			inDev := func(netns uint64) filter.Filter {
+				return filter.Filter{Ifindex: a.Index, Ifname: a.Name, Netns: uint32(netns), Src: prefix(a.Local)}
+			}
+			in := func(netns uint64) filter.Filter {
+				return filter.Filter{Netns: uint32(netns), Src: prefix(a.Local), Proto: udp}
+			}
+			add(check{"net", "net_dev_queue", inDev(lb.NetnsInode), 2, netFields})
+			add(check{"net", "net_dev_queue", inDev(lb.NetnsInode + 1), 0, netFields})
+			add(check{"net", "net_dev_queue", in(lb.NetnsInode), 3, netFields})
+			add(check{"net", "net_dev_queue", in(lb.NetnsInode + 1), 0, netFields})
 		}
 	}
 	packets = append(packets, lab.Packet{Payload: size(false)})

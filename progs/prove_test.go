@@ -37,6 +37,8 @@ func TestProve(t *testing.T) {
 		{"data_len", func(l *layout.Layout) { l.SkBuff.DataLen.Offset = l.SkBuff.Len.Offset }, "skb->data_len"},
 		{"dev", func(l *layout.Layout) { l.SkBuff.Dev.Offset += 8 }, "skb->dev"},
 		{"ifindex", func(l *layout.Layout) { l.NetDevice.Ifindex.Offset += 4 }, "net_device ifindex"},
+		{"nd_net", func(l *layout.Layout) { l.NetDevice.Net.Offset += uint32(l.PointerSize) }, "net_device nd_net"},
+		{"ns.inum", func(l *layout.Layout) { l.Net.Inum.Offset += 4 }, "net ns.inum"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			l := *truth

@@ -2,11 +2,13 @@ package progs
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sort"
 
 	"github.com/cilium/ebpf/asm"
 
+	"github.com/skbstat/skbstat/filter"
 	"github.com/skbstat/skbstat/layout"
 )
 
@@ -144,7 +146,10 @@ type skbSource struct {
 	// fromData: the probe fires before the kernel sets skb->network_header
 	// (net:netif_receive_skb), so the IP header is at skb->data.
 	fromData bool
-	labels   labels
+	// sockNet is skc_net, where the filter asks for the namespace of a
+	// packet without a device (Netns); else its Size is 0.
+	sockNet layout.Field
+	labels  labels
 }
 
 // labels makes the jump labels of a Source unique: the filter calls a
@@ -156,10 +161,45 @@ func (n *labels) next(reject, name string) string {
 	return fmt.Sprintf("%s_%s%d", reject, name, *n)
 }
 
-func newSkbSource(l *layout.Layout, fromData bool) (*skbSource, error) {
+// newSkbSource makes the Source of programs that see an skb; f is their
+// filter, which tells what the Source must be able to read.
+func newSkbSource(l *layout.Layout, fromData bool, f filter.Filter) (*skbSource, error) {
 	sk := l.SkBuff
 	sp, err := newSpan(sk.Head, sk.Data, sk.Len, sk.DataLen, sk.Protocol, sk.NetworkHeader)
-	return &skbSource{l: l, span: sp, fromData: fromData}, err
+	if err != nil {
+		return nil, err
+	}
+	s := &skbSource{l: l, span: sp, fromData: fromData}
+	if f.Netns == 0 {
+		return s, nil
+	}
+	if err := checkNetnsLayout(l); err != nil {
+		return nil, err
+	}
+	if f.Ifindex == 0 {
+		s.sockNet, err = socketNet(l)
+	}
+	return s, err
+}
+
+// checkNetnsLayout fails where l cannot tell a device's network namespace.
+func checkNetnsLayout(l *layout.Layout) error {
+	if l.NetDevice.Net.Size == 0 || l.Net.Inum.Size == 0 {
+		return errors.New("the network namespace filter: the layout has no net_device nd_net or net ns.inum")
+	}
+	return nil
+}
+
+// socketNet is skc_net, where l has it and the namespace's inode number.
+func socketNet(l *layout.Layout) (layout.Field, error) {
+	sc, err := l.SockCommon()
+	if err != nil {
+		return layout.Field{}, err
+	}
+	if sc.Net.Size == 0 || l.Net.Inum.Size == 0 {
+		return layout.Field{}, errors.New("the network namespace filter: the layout has no sock_common skc_net or net ns.inum")
+	}
+	return sc.Net, nil
 }
 
 // Ethertype copies the skb's fields once; Setup uses them too. It leaves the
@@ -249,19 +289,51 @@ func (s *skbSource) innerEthertype(dst asm.Register, reject, done string) asm.In
 }
 
 func (s *skbSource) Ifindex(dst asm.Register, reject string) asm.Instructions {
-	dev, ifindex := s.l.SkBuff.Dev, s.l.NetDevice.Ifindex
-	insns := asm.Instructions{
-		asm.LoadMem(asm.R3, asm.R10, slotArg, asm.DWord),
-		asm.Add.Imm(asm.R3, int32(dev.Offset)),
-	}
-	insns = append(insns, probeRead(slotFetch, int32(dev.Size), reject)...)
-	insns = append(insns,
-		asm.LoadMem(asm.R3, asm.R10, slotFetch, sizeOf(dev.Size)),
-		asm.JEq.Imm(asm.R3, 0, reject),
-		asm.Add.Imm(asm.R3, int32(ifindex.Offset)),
-	)
-	insns = append(insns, probeRead(slotFetch, int32(ifindex.Size), reject)...)
-	return append(insns, asm.LoadMem(dst, asm.R10, slotFetch, sizeOf(ifindex.Size)))
+	return append(s.device(reject), readField(dst, s.l.NetDevice.Ifindex, reject)...)
+}
+
+func (s *skbSource) DeviceNetns(dst asm.Register, reject string) asm.Instructions {
+	return append(s.device(reject), netnsInode(s.l, dst, s.l.NetDevice.Net, reject)...)
+}
+
+// Netns reads the device's namespace, else the socket's.
+func (s *skbSource) Netns(dst asm.Register, reject, undecided string) asm.Instructions {
+	noDevice, done := s.labels.next(reject, "no_device"), s.labels.next(reject, "netns")
+	insns := argField(asm.R3, s.l.SkBuff.Dev, reject)
+	insns = append(insns, asm.JEq.Imm(asm.R3, 0, noDevice))
+	insns = append(insns, netnsInode(s.l, dst, s.l.NetDevice.Net, reject)...)
+	insns = append(insns, asm.Ja.Label(done))
+	sock := argField(asm.R3, s.l.SkBuff.Sk, reject)
+	sock[0] = sock[0].WithSymbol(noDevice).WithSource(asm.Comment("no device: the socket's namespace"))
+	insns = append(insns, sock...)
+	insns = append(insns, asm.JEq.Imm(asm.R3, 0, undecided))
+	insns = append(insns, netnsInode(s.l, dst, s.sockNet, reject)...)
+	return append(insns, asm.Mov.Reg(dst, dst).WithSymbol(done))
+}
+
+// device leaves skb->dev in R3, and rejects packets without one.
+func (s *skbSource) device(reject string) asm.Instructions {
+	return append(argField(asm.R3, s.l.SkBuff.Dev, reject), asm.JEq.Imm(asm.R3, 0, reject))
+}
+
+// argField leaves field f of the probed struct in dst.
+func argField(dst asm.Register, f layout.Field, reject string) asm.Instructions {
+	insns := asm.Instructions{asm.LoadMem(asm.R3, asm.R10, slotArg, asm.DWord)}
+	return append(insns, readField(dst, f, reject)...)
+}
+
+// readField leaves in dst field f of the kernel struct that R3 points to.
+func readField(dst asm.Register, f layout.Field, reject string) asm.Instructions {
+	insns := asm.Instructions{asm.Add.Imm(asm.R3, int32(f.Offset))}
+	insns = append(insns, probeRead(slotFetch, int32(f.Size), reject)...)
+	return append(insns, asm.LoadMem(dst, asm.R10, slotFetch, sizeOf(f.Size)))
+}
+
+// netnsInode leaves in dst the inode number of the network namespace that
+// field net (a struct net *) of the struct R3 points to names.
+func netnsInode(l *layout.Layout, dst asm.Register, net layout.Field, reject string) asm.Instructions {
+	insns := readField(asm.R3, net, reject)
+	return append(insns, readField(dst, l.Net.Inum, reject)...)
 }
 
 // Setup finds the IP header, slotSkip bytes past the network header, and
@@ -320,10 +392,16 @@ type sockSource struct {
 	labels   labels
 }
 
-func newSockSource(l *layout.Layout, proto uint8, received bool) (*sockSource, error) {
+// newSockSource makes the Source of socket-level rows; f is their filter.
+func newSockSource(l *layout.Layout, proto uint8, received bool, f filter.Filter) (*sockSource, error) {
 	sk, err := l.SockCommon()
 	if err != nil {
 		return nil, err
+	}
+	if f.Netns != 0 {
+		if _, err := socketNet(l); err != nil {
+			return nil, err
+		}
 	}
 	sp, err := newSpan(sk.Family, sk.Num, sk.Dport, sk.Daddr, sk.RcvSaddr, sk.V6Daddr, sk.V6RcvSaddr)
 	return &sockSource{l: l, sk: sk, span: sp, proto: proto, received: received}, err
@@ -376,6 +454,16 @@ func (s *sockSource) Ethertype(dst asm.Register, reject string) asm.Instructions
 // Ifindex: a socket-level row has no device, so it never matches -I.
 func (s *sockSource) Ifindex(dst asm.Register, reject string) asm.Instructions {
 	return asm.Instructions{asm.Ja.Label(reject)}
+}
+
+// DeviceNetns: no device, as for Ifindex.
+func (s *sockSource) DeviceNetns(dst asm.Register, reject string) asm.Instructions {
+	return asm.Instructions{asm.Ja.Label(reject)}
+}
+
+// Netns is the socket's namespace: a socket-level row always has one.
+func (s *sockSource) Netns(dst asm.Register, reject, undecided string) asm.Instructions {
+	return append(asm.Instructions{asm.LoadMem(asm.R3, asm.R10, slotArg, asm.DWord)}, netnsInode(s.l, dst, s.sk.Net, reject)...)
 }
 
 // Setup writes the made-up header to slotSynth and points R7 at it.
