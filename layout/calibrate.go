@@ -152,8 +152,8 @@ func (c *calibrator) run() (*Layout, error) {
 	if !c.lab.IPv6 {
 		l.Calibration.Missing = append(l.Calibration.Missing, "IPv6 socket addresses: IPv6 is off")
 	}
-	// Nothing filters on the namespace yet: where it cannot be found, the
-	// rest of the layout serves all the same.
+	// Only -I and --netns need the namespace: where it cannot be found,
+	// the rest of the layout serves all the same.
 	if err := c.findNet(l, sk, &sc, samples); err != nil {
 		l.Calibration.Missing = append(l.Calibration.Missing, fmt.Sprintf("the network namespace of devices and sockets: %v", err))
 	}
