@@ -2,12 +2,14 @@ package progs
 
 import (
 	"fmt"
+	"net/netip"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 
 	"github.com/skbstat/skbstat/filter"
@@ -20,6 +22,7 @@ func TestWantedFuncs(t *testing.T) {
 	for _, c := range []struct {
 		opts     filter.Options
 		ifindex  int
+		netns    uint32
 		in, out  bool
 		want     []string // rows that must be chosen
 		not      []string // rows that must not
@@ -37,12 +40,14 @@ func TestWantedFuncs(t *testing.T) {
 			want: []string{"udp_rcv", "tcp_v4_rcv"}, not: []string{"icmp_rcv", "icmpv6_rcv"}},
 		{ifindex: 2, in: true, out: true, want: []string{"ip_rcv"}, not: []string{"tcp_recvmsg", "udp_sendmsg"},
 			excluded: []string{"tcp_recvmsg", "udp_recvmsg", "tcp_sendmsg", "udp_sendmsg"}},
+		// --netns alone: socket-level rows filter on the socket's namespace.
+		{netns: 4026531840, in: true, out: true, want: []string{"ip_rcv", "tcp_recvmsg", "udp_sendmsg"}},
 	} {
 		f, err := filter.Parse(c.opts)
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.Ifindex = c.ifindex
+		f.Ifindex, f.Netns = c.ifindex, c.netns
 		fns, excluded := wantedFuncs(Config{Filter: f, Ingress: c.in, Egress: c.out})
 		chosen := map[string]bool{}
 		for _, k := range fns {
@@ -250,6 +255,50 @@ func TestKprobeRegisterSize(t *testing.T) {
 		load := h.loadArg(asm.R1)[0]
 		if load.OpCode != asm.LoadMemOp(c.size) || load.Offset != c.offset {
 			t.Errorf("%s: argument loaded with %v, want %v at offset %d", c.arch, load, asm.LoadMem(asm.R1, asm.R6, c.offset, c.size), c.offset)
+		}
+	}
+}
+
+// TestSocketRowsVerify loads the socket-level rows' programs as kprobes,
+// without attaching them (which needs kprobes: the VM kernel matrix does),
+// with filters that read the socket's addresses, ports and namespace: the
+// verifier must accept them.
+func TestSocketRowsVerify(t *testing.T) {
+	l := kernelLayout(t)
+	rows, err := ebpf.NewMap(mapSpecs(1, false)[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	udp := filter.Protocol{Number: protoUDP, Set: true}
+	for _, f := range []filter.Filter{
+		{Netns: 4026531840},
+		{Netns: 4026531840, Proto: udp, Dport: filter.PortRange{Lo: 53, Hi: 53, Set: true}},
+		{Addr: netip.MustParsePrefix("fd00::/8"), Netns: 4026531840},
+	} {
+		for _, k := range kernelFuncs {
+			if !k.sock {
+				continue
+			}
+			target := funcTarget{fn: k.name, symbol: k.name, arg: k.tableArg, sock: true, proto: k.proto, received: k.section == Ingress, layout: l}
+			h, err := target.kprobe(kernelArch())
+			if err != nil {
+				t.Fatal(err)
+			}
+			insns, err := program(&probe{section: k.section, name: k.name, fn: &target}, h, Config{Layout: l, Filter: f}, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := insns.AssociateMap(rowsMap, rows); err != nil {
+				t.Fatal(err)
+			}
+			spec := &ebpf.ProgramSpec{Name: "skbstat_verify", Instructions: insns, License: "GPL"}
+			h.configure(spec)
+			prog, err := loadProgram(spec, nil)
+			if err != nil {
+				t.Fatalf("%s with %q: %v", k.name, f, err)
+			}
+			prog.Close()
 		}
 	}
 }
