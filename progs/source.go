@@ -72,7 +72,7 @@ func (s span) load(dst asm.Register, f layout.Field) asm.Instruction {
 // read copies the span from the struct at slotArg to the stack.
 func (s span) read(reject string) asm.Instructions {
 	insns := asm.Instructions{
-		asm.LoadMem(asm.R3, asm.R10, slotArg, asm.DWord).WithSource(asm.Comment(fmt.Sprintf("copy %d bytes of the probed struct", s.size))),
+		probed().WithSource(asm.Comment(fmt.Sprintf("copy %d bytes of the probed struct", s.size))),
 		asm.Add.Imm(asm.R3, int32(s.start)),
 	}
 	return append(insns, probeRead(s.base(), int32(s.size), reject)...)
@@ -296,12 +296,15 @@ func (s *skbSource) DeviceNetns(dst asm.Register, reject string) asm.Instruction
 	return append(s.device(reject), netnsInode(s.l, dst, s.l.NetDevice.Net, reject)...)
 }
 
-// Netns reads the device's namespace, else the socket's.
+// Netns reads the device's namespace, else the socket's. A device that
+// cannot be read counts as none: skb->dev shares its bytes with
+// dev_scratch, which UDP writes while a datagram waits in a socket's
+// queue (and drops it there with no socket when the socket closes).
 func (s *skbSource) Netns(dst asm.Register, reject, undecided string) asm.Instructions {
 	noDevice, done := s.labels.next(reject, "no_device"), s.labels.next(reject, "netns")
 	insns := argField(asm.R3, s.l.SkBuff.Dev, reject)
 	insns = append(insns, asm.JEq.Imm(asm.R3, 0, noDevice))
-	insns = append(insns, netnsInode(s.l, dst, s.l.NetDevice.Net, reject)...)
+	insns = append(insns, netnsInode(s.l, dst, s.l.NetDevice.Net, noDevice)...)
 	insns = append(insns, asm.Ja.Label(done))
 	sock := argField(asm.R3, s.l.SkBuff.Sk, reject)
 	sock[0] = sock[0].WithSymbol(noDevice).WithSource(asm.Comment("no device: the socket's namespace"))
@@ -316,10 +319,12 @@ func (s *skbSource) device(reject string) asm.Instructions {
 	return append(argField(asm.R3, s.l.SkBuff.Dev, reject), asm.JEq.Imm(asm.R3, 0, reject))
 }
 
+// probed leaves the address of the probed struct in R3.
+func probed() asm.Instruction { return asm.LoadMem(asm.R3, asm.R10, slotArg, asm.DWord) }
+
 // argField leaves field f of the probed struct in dst.
 func argField(dst asm.Register, f layout.Field, reject string) asm.Instructions {
-	insns := asm.Instructions{asm.LoadMem(asm.R3, asm.R10, slotArg, asm.DWord)}
-	return append(insns, readField(dst, f, reject)...)
+	return append(asm.Instructions{probed()}, readField(dst, f, reject)...)
 }
 
 // readField leaves in dst field f of the kernel struct that R3 points to.
@@ -463,7 +468,7 @@ func (s *sockSource) DeviceNetns(dst asm.Register, reject string) asm.Instructio
 
 // Netns is the socket's namespace: a socket-level row always has one.
 func (s *sockSource) Netns(dst asm.Register, reject, undecided string) asm.Instructions {
-	return append(asm.Instructions{asm.LoadMem(asm.R3, asm.R10, slotArg, asm.DWord)}, netnsInode(s.l, dst, s.sk.Net, reject)...)
+	return append(asm.Instructions{probed()}, netnsInode(s.l, dst, s.sk.Net, reject)...)
 }
 
 // Setup writes the made-up header to slotSynth and points R7 at it.

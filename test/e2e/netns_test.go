@@ -286,3 +286,36 @@ func haveStrace() bool {
 	_, err := exec.LookPath("strace")
 	return err == nil
 }
+
+// TestNetnsUndecided drops datagrams that have neither device nor socket:
+// queued unread to a UDP socket (which overwrites skb->dev with scratch
+// values) and dropped when it closes. --netns cannot tell their namespace,
+// so DROP counts each in its note, and none in a stack.
+func TestNetnsUndecided(t *testing.T) {
+	requireRoot(t)
+	tr := newTrio(t)
+	const n = 5
+	port := fmt.Sprint(40000 + rand.IntN(20000))
+	undecided := "[not decided: no device or socket to tell the network namespace]"
+	r := startSkbstat(t, "-i", "60", "--netns", "/run/netns/"+tr.b, "-p", "udp", "-d", "127.0.0.1", "-D", port)
+	hold := exec.Command("ip", "netns", "exec", tr.b, trafficBin, "serve", "-udp", port, "-addr", "127.0.0.1", "-unread", "-timeout", "1s")
+	out := &lockedBuffer{}
+	hold.Stdout, hold.Stderr = out, out
+	if err := hold.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(out.String(), "serve: listening udp"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("traffic serve -unread did not listen: %s", out.String())
+		}
+	}
+	tr.send(t, tr.b, n, "127.0.0.1", "127.0.0.1", port)
+	if err := hold.Wait(); err != nil {
+		t.Fatalf("traffic serve -unread: %v: %s", err, out.String())
+	}
+	settle()
+	ivs := r.stop(t, syscall.SIGINT)
+	if got, all := sum(ivs, stackCount("DROP", undecided)), sum(ivs, stackCount("DROP", "")); got != n || all != n {
+		t.Errorf("DROP %s %d of %d, want %d of %d\n%s", undecided, got, all, n, n, r.stdout.String())
+	}
+}

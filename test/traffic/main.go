@@ -6,7 +6,7 @@
 //
 //	traffic udp -n N [-src IP[:PORT]] [-interval D] [-size B] DST_IP:PORT
 //	traffic tcp -n N [-src IP[:PORT]] [-timeout D] DST_IP:PORT
-//	traffic serve (-udp PORT | -tcp PORT) [-addr IP] [-n N] [-timeout D]
+//	traffic serve (-udp PORT [-unread] | -tcp PORT) [-addr IP] [-n N] [-timeout D]
 //	traffic frames -n N -dev DEV [-tags TPID:VID,...] -src IP:PORT DST_IP:PORT
 //	traffic progs
 //	traffic veth -pid PID LOCAL_PREFIX PEER_PREFIX

@@ -16,7 +16,9 @@ import (
 // serveCommand listens on one UDP or TCP port and counts what arrives:
 // datagrams, or TCP connections that delivered their line. It stops
 // after -n arrivals, after -timeout, or on SIGINT/SIGTERM, and prints
-// the count. With -n, stopping before n arrived is an error.
+// the count. With -n, stopping before n arrived is an error. With
+// -unread it reads no datagram: the kernel drops what is queued when the
+// socket closes.
 func serveCommand(args []string, stdout io.Writer) error {
 	fs := newFlagSet("serve")
 	udpPort := fs.Int("udp", -1, "UDP port to listen on (0: any)")
@@ -24,8 +26,12 @@ func serveCommand(args []string, stdout io.Writer) error {
 	addrText := fs.String("addr", "", "IP to listen on (default: all, IPv4 and IPv6)")
 	n := fs.Int("n", 0, "stop after this many arrivals (0: no limit)")
 	timeout := fs.Duration("timeout", 0, "stop after this long (0: no limit)")
+	unread := fs.Bool("unread", false, "UDP: read nothing, so that what arrived is dropped at the end")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *unread && (*udpPort < 0 || *n != 0) {
+		return fmt.Errorf("%w: serve: -unread: only with -udp, and without -n", errUsage)
 	}
 	if fs.NArg() != 0 {
 		return fmt.Errorf("%w: serve: unexpected argument %q", errUsage, fs.Arg(0))
@@ -65,7 +71,10 @@ func serveCommand(args []string, stdout io.Writer) error {
 	}
 
 	listen := serveUDP
-	if proto == "tcp" {
+	switch {
+	case *unread:
+		listen = holdUDP
+	case proto == "tcp":
 		listen = serveTCP
 	}
 	received, err := listen(ctx, nw, addr, *n, stdout)
@@ -112,6 +121,18 @@ func serveUDP(ctx context.Context, nw string, addr netip.AddrPort, n int, stdout
 		count++
 	}
 	return count, nil
+}
+
+// holdUDP listens until ctx ends, reading nothing, and closes: the
+// datagrams that arrived meanwhile are dropped with the socket.
+func holdUDP(ctx context.Context, nw string, addr netip.AddrPort, _ int, stdout io.Writer) (int, error) {
+	conn, err := net.ListenPacket(nw, listenAddr(addr))
+	if err != nil {
+		return 0, fmt.Errorf("listen udp %s: %w", listenAddr(addr), err)
+	}
+	fmt.Fprintf(stdout, "serve: listening udp %s\n", conn.LocalAddr())
+	<-ctx.Done()
+	return 0, conn.Close()
 }
 
 // serveTCP accepts connections one at a time, counts those that send a
