@@ -103,7 +103,7 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "port", Aliases: []string{"P"}, Usage: "source or destination tcp/udp/sctp port or range LO-HI"},
 		&cli.StringFlag{Name: "proto", Aliases: []string{"p"}, Usage: "protocol (tcp, udp, icmp, icmp6, sctp, udplite, gre, esp, ah, or 0-255)"},
 		&cli.StringFlag{Name: "interface", Aliases: []string{"I"}, Usage: "only packets on network device `NAME` of skbstat's network namespace (or --netns's)"},
-		&cli.StringFlag{Name: "netns", Usage: "only packets in network namespace `PATH|pid:N|inode:N` (a file such as /run/netns/NAME, a process's, an inode number): their device's, else their socket's"},
+		&cli.StringFlag{Name: "netns", Usage: "only packets in network namespace `PATH|pid:N|inode:N` (the one a file such as /run/netns/NAME opens, process N's, or that of inode number N): their device's, else their socket's"},
 		&cli.BoolFlag{Name: "input", Usage: "INGRESS: count packets entering the stack, per kernel function and tracepoint"},
 		&cli.BoolFlag{Name: "output", Usage: "EGRESS: count packets leaving, per kernel function and tracepoint"},
 		&cli.BoolFlag{Name: "consume", Usage: "CONSUME: count packets freed normally, per kernel stack"},
