@@ -18,8 +18,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/btf"
-	"github.com/cilium/ebpf/rlimit"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/skbstat/skbstat/filter"
 	"github.com/skbstat/skbstat/internal/lab"
@@ -350,9 +350,7 @@ func action(c *cli.Context) error {
 	if o.dumpBPF {
 		return progs.Dump(c.App.Writer, o.cfg)
 	}
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return fmt.Errorf("raise the locked-memory limit: %w (run as root, or with CAP_BPF and CAP_PERFMON)", err)
-	}
+	memlockErr := raiseMemlock()
 	var lb *lab.Lab
 	if o.cfg.Layout.IsSymbolic() {
 		if o.cfg.Layout, lb, err = calibrate(c.App.ErrWriter, o.verbose); err != nil {
@@ -375,6 +373,9 @@ func action(c *cli.Context) error {
 	defer signal.Stop(sig)
 
 	set, err := progs.Load(o.cfg)
+	if errors.Is(err, os.ErrPermission) && memlockErr != nil {
+		return fmt.Errorf("%w (run skbstat as root, or with CAP_BPF and CAP_PERFMON, and before Linux 5.11 CAP_SYS_RESOURCE: the locked-memory limit could not be raised: %v)", err, memlockErr)
+	}
 	if errors.Is(err, os.ErrPermission) {
 		return fmt.Errorf("%w (run skbstat as root, or with CAP_BPF and CAP_PERFMON)", err)
 	}
@@ -430,6 +431,16 @@ func action(c *cli.Context) error {
 			return err
 		}
 	}
+}
+
+// raiseMemlock lifts the locked-memory limit, which kernels before 5.11
+// charge BPF maps and programs against (later ones charge the memory
+// cgroup). cilium/ebpf's rlimit package would find out which by creating a
+// map as the process starts, even for --dump-bpf and bad input, which must
+// create nothing. Where the limit cannot be raised (no CAP_SYS_RESOURCE)
+// and a kernel needs it, loading fails with EPERM, and the error says so.
+func raiseMemlock() error {
+	return unix.Setrlimit(unix.RLIMIT_MEMLOCK, &unix.Rlimit{Cur: unix.RLIM_INFINITY, Max: unix.RLIM_INFINITY})
 }
 
 // writeTrimmedBTF writes the trimmed BTF of l, with the prototypes of the

@@ -12,7 +12,7 @@ need=()
 for tool in ip:iproute2 bpftool:bpftool bpftrace:bpftrace setpriv:util-linux ethtool:ethtool \
 	qemu-system-x86_64:qemu-system-x86 qemu-system-aarch64:qemu-system-arm qemu-system-mipsel:qemu-system-mips \
 	qemu-system-s390x:qemu-system-misc xz:xz-utils zstd:zstd jq:jq \
-	prometheus:prometheus promtool:prometheus prometheus-node-exporter:prometheus-node-exporter; do
+	prometheus:prometheus promtool:prometheus prometheus-node-exporter:prometheus-node-exporter strace:strace; do
 	command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -433,7 +433,7 @@ func TestUnprivileged(t *testing.T) {
 	os.Chmod(filepath.Dir(bin), 0o755)
 	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", bin, "-c", "1", "-i", "0.1")
 	out, _ := cmd.CombinedOutput()
-	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), "run as root, or with CAP_BPF and CAP_PERFMON") {
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), "as root, or with CAP_BPF and CAP_PERFMON") {
 		t.Errorf("as nobody: exit %d, %q; want exit 1 saying to run as root", code, out)
 	}
 	if progs := createdBy(t, 65534); len(progs) != 0 {
@@ -471,6 +471,36 @@ func createdBy(t *testing.T, uid uint32) []ebpf.ProgramID {
 // asked for (no trial program, no feature probe): it runs without a capability
 // (loading a program or making a map would need CAP_BPF or CAP_SYS_ADMIN),
 // so that other BPF tools on the machine cannot blur the check.
+// TestNoBPFCalls runs, as root, what must create nothing in the kernel:
+// --dump-bpf of every section with -f, bad input and --help make no bpf()
+// or perf_event_open() call at all, not even a feature probe.
+func TestNoBPFCalls(t *testing.T) {
+	requireRoot(t)
+	strace, err := exec.LookPath("strace")
+	if err != nil {
+		t.Fatal("strace is not installed (test/all.sh installs it)")
+	}
+	for _, args := range [][]string{
+		{"--dump-bpf", "--input", "--output", "--consume", "-f", "ip_rcv", "-d", "10.1.2.3", "-p", "udp"},
+		{"-S", "70000"},
+		{"--listen", "300.0.0.1:1"},
+		{"--help"},
+	} {
+		trace := filepath.Join(t.TempDir(), "trace")
+		cmd := exec.Command(strace, append([]string{"-f", "-qq", "-e", "trace=bpf,perf_event_open", "-e", "signal=none", "-o", trace, skbstatBin}, args...)...)
+		if out, err := cmd.CombinedOutput(); err != nil && cmd.ProcessState.ExitCode() != 2 {
+			t.Fatalf("skbstat %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		calls, err := os.ReadFile(trace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(calls) > 0 {
+			t.Errorf("skbstat %s called into BPF:\n%s", strings.Join(args, " "), calls)
+		}
+	}
+}
+
 func TestDumpBPF(t *testing.T) {
 	requireRoot(t)
 	cmd := exec.Command("setpriv", "--inh-caps=-all", "--bounding-set=-all", "--",
