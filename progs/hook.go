@@ -15,6 +15,13 @@ import (
 type hook interface {
 	// mechanism names the hook kind for -v ("raw tracepoint").
 	mechanism() string
+	// nests says whether a program at this hook can start on a CPU while
+	// another program runs there (in an interrupt's softirq): kprobes,
+	// kprobe.multi and perf tracepoints hold the kernel's bpf_prog_active
+	// while they run and skip if it is held already; raw tracepoints and
+	// fentry check only that the same program is not running (raw
+	// tracepoints only since Linux 6.1).
+	nests() bool
 	// configure sets the program type and attach target.
 	configure(spec *ebpf.ProgramSpec)
 	// loadArg leaves the struct sk_buff * (or struct sock *) in dst, given
@@ -75,6 +82,8 @@ func (h tracepointHook) mechanism() string {
 	}
 	return "perf tracepoint"
 }
+
+func (h tracepointHook) nests() bool { return h.tp.Raw }
 
 func (h tracepointHook) configure(spec *ebpf.ProgramSpec) {
 	spec.Type = ebpf.TracePoint
@@ -146,6 +155,8 @@ type fentryHook struct {
 
 func (h fentryHook) mechanism() string { return string(Fentry) }
 
+func (fentryHook) nests() bool { return true }
+
 func (h fentryHook) configure(spec *ebpf.ProgramSpec) {
 	spec.Type, spec.AttachType, spec.AttachTo = ebpf.Tracing, ebpf.AttachTraceFEntry, h.fn
 }
@@ -169,6 +180,8 @@ type kprobeHook struct {
 
 func (h kprobeHook) mechanism() string { return string(Kprobe) }
 
+func (kprobeHook) nests() bool { return false }
+
 func (h kprobeHook) configure(spec *ebpf.ProgramSpec) { spec.Type = ebpf.Kprobe }
 
 func (h kprobeHook) loadArg(dst asm.Register) asm.Instructions { return loadContext(dst, h.arg) }
@@ -187,6 +200,8 @@ type kprobeMultiHook struct {
 }
 
 func (h kprobeMultiHook) mechanism() string { return string(KprobeMulti) }
+
+func (kprobeMultiHook) nests() bool { return false }
 
 func (h kprobeMultiHook) configure(spec *ebpf.ProgramSpec) {
 	spec.Type, spec.AttachType = ebpf.Kprobe, ebpf.AttachTraceKprobeMulti

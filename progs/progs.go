@@ -49,6 +49,8 @@ type Config struct {
 	Funcs []string
 	// Attach says how kernel-function rows attach.
 	Attach Mechanism
+	// update is how the programs update counters, chosen by Load.
+	update counterUpdate
 }
 
 // probe is one source of counts: a row of an INGRESS, EGRESS or FUNC
@@ -159,6 +161,9 @@ const (
 	// firstUndecided is the cause of filter.Undecided 0; the others follow.
 	firstUndecided
 	numNoted = firstUndecided + Cause(filter.NumUndecided)
+	// AlreadyRunning: the kernel skipped the program because one was
+	// running on the CPU. The kernel counts these, not a map.
+	AlreadyRunning = numNoted
 )
 
 // Causes are every cause of a note, in print order.
@@ -188,6 +193,8 @@ func (c Cause) String() string {
 		return "not counted: count map full"
 	case c >= firstUndecided && c < numNoted:
 		return "not decided: " + filter.Undecided(c-firstUndecided).String()
+	case c == AlreadyRunning:
+		return "not counted: program already running on this CPU"
 	}
 	return fmt.Sprintf("cause %d", int(c))
 }
@@ -205,27 +212,27 @@ func program(p *probe, h hook, cfg Config, rows uint32) (asm.Instructions, error
 	}
 	insns := prologue(p.name, h)
 	insns = append(insns, cfg.Filter.Instructions(src, cfg.Layout.ByteOrder, "exit")...)
-	count := countRow(h.storeRowKey(p.row), "exit")
+	count := countRow(h.storeRowKey(p.row), "exit", cfg.update)
 	if p.stacks() {
-		count = countStack(p.section, h, rows)
+		count = countStack(p.section, h, rows, cfg.update)
 	}
 	count[0] = count[0].WithSource(asm.Comment("count"))
 	insns = append(insns, count...)
 	insns = append(insns, epilogue()...)
-	return append(insns, countUndecided(insns, p.section, rows)...), nil
+	return append(insns, countUndecided(insns, p.section, rows, cfg.update)...), nil
 }
 
 // countUndecided counts the packets that the filter in insns could not
 // decide, each in its section's note of the cause, where insns jump for
 // them. It follows the epilogue, so that decided packets never pass it.
-func countUndecided(insns asm.Instructions, s Section, rows uint32) asm.Instructions {
+func countUndecided(insns asm.Instructions, s Section, rows uint32, update counterUpdate) asm.Instructions {
 	var out asm.Instructions
 	for u := range filter.NumUndecided {
 		label := filter.UndecidedLabel("exit", u)
 		if !refers(insns, label) {
 			continue // unreachable code would be refused
 		}
-		count := countRow(rowImmediate{}.storeRowKey(noteRow(rows, s, undecided(u))), "exit")
+		count := countRow(rowImmediate{}.storeRowKey(noteRow(rows, s, undecided(u))), "exit", update)
 		count[0] = count[0].WithSymbol(label).WithSource(asm.Comment("not decided: " + u.String()))
 		out = append(append(out, count...), asm.Ja.Label("exit"))
 	}
@@ -280,30 +287,19 @@ func lookupKey(m string) asm.Instructions {
 	}
 }
 
-// increment adds one to the counter R0 points to; this CPU's own, and the
-// kernel does not let a program run twice at once on one CPU, so no atomic
-// operation is needed.
-func increment() asm.Instructions {
-	return asm.Instructions{
-		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
-		asm.Add.Imm(asm.R1, 1),
-		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
-	}
-}
-
 // countRow adds one to the row counter whose index storeKey writes, and
 // goes on at done where there is no such counter.
-func countRow(storeKey asm.Instructions, done string) asm.Instructions {
+func countRow(storeKey asm.Instructions, done string, u counterUpdate) asm.Instructions {
 	insns := append(asm.Instructions{}, storeKey...)
 	insns = append(insns, lookupKey(rowsMap)...)
 	insns = append(insns, asm.JEq.Imm(asm.R0, 0, done))
-	return append(insns, increment()...)
+	return append(insns, increment(u)...)
 }
 
 // countStack adds one to the counter of (section, kernel stack, drop
 // reason, location), inserting it on first use. Events that find the map
 // full go to the section's uncounted row.
-func countStack(s Section, h hook, rows uint32) asm.Instructions {
+func countStack(s Section, h hook, rows uint32, u counterUpdate) asm.Instructions {
 	insns := asm.Instructions{
 		asm.Mov.Reg(asm.R1, asm.R6),
 		asm.LoadMapPtr(asm.R2, 0).WithReference(tracesMap),
@@ -328,7 +324,7 @@ func countStack(s Section, h hook, rows uint32) asm.Instructions {
 	}
 	insns = append(insns, lookupKey(stacksMap)...)
 	insns = append(insns, asm.JEq.Imm(asm.R0, 0, "insert"))
-	insns = append(insns, increment()...)
+	insns = append(insns, increment(u)...)
 	insns = append(insns,
 		asm.Ja.Label("exit"),
 		asm.Mov.Imm(asm.R1, 1).WithSymbol("insert"),
@@ -345,9 +341,9 @@ func countStack(s Section, h hook, rows uint32) asm.Instructions {
 	// Another CPU may have inserted the key first: look again.
 	insns = append(insns, lookupKey(stacksMap)...)
 	insns = append(insns, asm.JEq.Imm(asm.R0, 0, "full"))
-	insns = append(insns, increment()...)
+	insns = append(insns, increment(u)...)
 	insns = append(insns, asm.Ja.Label("exit"))
-	full := countRow(rowImmediate{}.storeRowKey(noteRow(rows, s, CountMapFull)), "exit")
+	full := countRow(rowImmediate{}.storeRowKey(noteRow(rows, s, CountMapFull)), "exit", u)
 	full[0] = full[0].WithSymbol("full")
 	return append(insns, full...)
 }

@@ -141,7 +141,9 @@ func proofProgram(l *layout.Layout, h hook, tp tracepoint, checks []check) (asm.
 		next = fmt.Sprintf("check_after%d", i)
 		match := c.filter.Instructions(src, l.ByteOrder, next)
 		insns = append(insns, match...)
-		insns = append(insns, countRow(rowImmediate{}.storeRowKey(uint32(i)), next)...)
+		// A plain add: a count lost where programs nest would fail the proof,
+		// never pass it wrongly.
+		insns = append(insns, countRow(rowImmediate{}.storeRowKey(uint32(i)), next, plainAdd)...)
 		insns = append(insns, undecidedAsRejected(match, next)...)
 	}
 	insns = append(insns, asm.Mov.Reg(asm.R6, asm.R6).WithSymbol(next))

@@ -21,6 +21,10 @@ type Set struct {
 	maps   map[string]*ebpf.Map
 	progs  []*ebpf.Program
 	links  []link.Link
+	missed []*missCounter // the kernel's counts of skipped runs
+
+	// Counting is how the programs update their counters, and why.
+	Counting Counting
 
 	// Attached says, per probe, how it was attached; Skipped, why not.
 	Attached []Attachment
@@ -67,6 +71,10 @@ func load(cfg Config, p plan) (_ *Set, err error) {
 		}
 		s.maps[spec.Name] = m
 	}
+	if s.Counting, err = chooseCounting(); err != nil {
+		return nil, err
+	}
+	cfg.update = s.Counting.update
 	var funcs []*probe
 	for _, pr := range ps {
 		if pr.fn != nil {
@@ -124,6 +132,10 @@ func (s *Set) attach(p *probe, cfg Config) (mechanism string, err error) {
 	return "", errs
 }
 
+// errNests refuses a hook whose program could start on a CPU in the middle
+// of another program's plain add.
+var errNests = errors.New("its programs can start while another program runs on the CPU, and this kernel's JIT has no atomic add to count exactly there")
+
 // attempts is why each way of attaching a probe failed. It prints on one
 // line, and errors.Is sees each cause (to tell, say, missing privileges).
 type attempts []error
@@ -139,6 +151,9 @@ func (a attempts) Error() string {
 func (a attempts) Unwrap() []error { return a }
 
 func (s *Set) attachHook(p *probe, h hook, cfg Config) error {
+	if cfg.update == plainAdd && h.nests() {
+		return errNests
+	}
 	insns, err := program(p, h, cfg, s.rows)
 	if err != nil {
 		return err
@@ -161,6 +176,9 @@ func (s *Set) attachHook(p *probe, h hook, cfg Config) error {
 	}
 	s.progs = append(s.progs, prog)
 	s.links = append(s.links, l)
+	if err := s.countMisses(p.section, prog, l); err != nil {
+		return err
+	}
 	if p.section == Drop {
 		_, s.dropReasons = h.loadReason(asm.R1)
 	}
@@ -198,7 +216,14 @@ func (s *Set) Detach() error {
 	errs := make([]error, len(s.links))
 	var wg sync.WaitGroup
 	for i, l := range s.links {
-		wg.Go(func() { errs[i] = l.Close() })
+		wg.Go(func() {
+			for _, c := range s.missed {
+				if c.link == l {
+					c.freeze()
+				}
+			}
+			errs[i] = l.Close()
+		})
 	}
 	wg.Wait()
 	s.links = nil
@@ -361,6 +386,12 @@ func (s *Set) Read() (Counts, error) {
 			}
 		}
 	}
+	misses, err := s.missNotes()
+	if err != nil {
+		return c, err
+	}
+	c.Notes = append(c.Notes, misses...)
+	sortNotes(c.Notes)
 	stacks, ok := s.maps[stacksMap]
 	if !ok {
 		return c, nil
