@@ -478,6 +478,7 @@ func writeTrimmedBTF(path string, l *layout.Layout, funcs []string) (err error) 
 // how each probe was, and how long it took to start.
 func report(w io.Writer, set *progs.Set, verbose bool, started time.Duration) {
 	if verbose {
+		fmt.Fprintf(w, "skbstat: counter updates: %v\n", set.Counting)
 		for _, a := range set.Attached {
 			fmt.Fprintf(w, "skbstat: %s: %s attached as %s\n", a.Section, a.Probe, a.Mechanism)
 		}

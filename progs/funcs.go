@@ -505,16 +505,23 @@ func (a *funcAttacher) each(ps []*probe, m Mechanism, hookFor func(*probe) (hook
 	return left
 }
 
-// multi attaches the probes that share a program (same argument, same kind)
-// with one kprobe.multi link per group.
+// multiGroup is the probes that share a kprobe.multi link: same section
+// (whose count of missed hits the link's is), same argument, same kind.
+type multiGroup struct {
+	section Section
+	target  funcTarget
+}
+
+// multi attaches the probes that share a program with one kprobe.multi
+// link per group.
 func (a *funcAttacher) multi(ps []*probe) (left []*probe) {
-	groups := map[funcTarget][]*probe{}
-	var keys []funcTarget
+	groups := map[multiGroup][]*probe{}
+	var keys []multiGroup
 	for _, p := range ps {
+		key := multiGroup{section: p.section, target: funcTarget{arg: p.fn.arg, sock: p.fn.sock}}
 		// Only socket-level programs depend on the transport and direction.
-		key := funcTarget{arg: p.fn.arg, sock: p.fn.sock}
 		if p.fn.sock {
-			key.proto, key.received = p.fn.proto, p.fn.received
+			key.target.proto, key.target.received = p.fn.proto, p.fn.received
 		}
 		if groups[key] == nil {
 			keys = append(keys, key)

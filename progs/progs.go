@@ -358,6 +358,9 @@ func Dump(w io.Writer, cfg Config) error {
 	if cfg.Layout.IsSymbolic() {
 		fmt.Fprintf(w, "; struct offsets are symbolic: this kernel's are calibrated at start, which --dump-bpf does not do: %s\n", cfg.Layout.Describe())
 	}
+	// Which update the kernel runs well is found by loading a program,
+	// which --dump-bpf does not do.
+	fmt.Fprintf(w, "; counters: %v; at start skbstat tries whether this kernel's JIT compiles one, else it counts with a plain add at hooks that never nest (-v says which)\n", cfg.update)
 	for _, m := range pl.missing {
 		fmt.Fprintf(w, "; %s: not attached: %v\n", m.Probe, m.Err)
 	}
