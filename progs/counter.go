@@ -57,6 +57,10 @@ func (c Counting) String() string {
 	return fmt.Sprintf("%v (%s; found in %v)", c.update, c.Why, c.Took.Round(time.Microsecond))
 }
 
+// findCounting is how Load finds how to update counters: a variable, so
+// that tests can choose.
+var findCounting = chooseCounting
+
 // chooseCounting finds how this kernel runs an atomic add, by loading a
 // tiny program with one: compiled by the JIT, or interpreted like every
 // program where the JIT is off, it is exact and chosen. Where the JIT

@@ -71,7 +71,7 @@ func load(cfg Config, p plan) (_ *Set, err error) {
 		}
 		s.maps[spec.Name] = m
 	}
-	if s.Counting, err = chooseCounting(); err != nil {
+	if s.Counting, err = findCounting(); err != nil {
 		return nil, err
 	}
 	cfg.update = s.Counting.update

@@ -96,6 +96,18 @@ sleep 1
 stop drop; stop consume
 for name in $(echo "$FILTERS" | cut -d' ' -f1); do stop f-$name; done
 sleep 1
+# Counter updates with the JIT on, where the kernel has one (32-bit ARM's
+# has no atomic add; Debian leaves it off there).
+jit=$(cat /proc/sys/net/core/bpf_jit_enable 2>/dev/null)
+if [ -n "$jit" ]; then
+	echo 1 >/proc/sys/net/core/bpf_jit_enable
+	start jit --input -p udp -d 127.0.0.1 -D 9999
+	ready jit
+	send
+	sleep 1
+	stop jit
+	echo $jit >/proc/sys/net/core/bpf_jit_enable
+fi
 echo "=== left: $(traffic progs | grep -c skbstat_)"
 if [ -x /bin/layout.test ]; then
 	layout.test -test.run '^TestCalibrateMatchesBTF$' -test.v >/tmp/calibrate.out 2>&1
@@ -314,7 +326,43 @@ func checkKernel(t *testing.T, k vm.Kernel, console string) {
 		t.Errorf("skbstat programs left loaded after exit: %v", m)
 	}
 	checkFilters(t, reason, runs)
+	checkCounting(t, kernel, reason, runs)
 	checkLayoutSource(t, k, console, runs["drop"].stderr)
+}
+
+// counterUpdates is how skbstat must update its counters with the JIT on:
+// 32-bit ARM's JIT cannot compile an atomic add.
+var counterUpdates = map[string]string{"6.1-armhf": "plain add"}
+
+// checkCounting checks, with the JIT on, the counter update skbstat chose
+// by trying, and that its counts are exact: every datagram to the closed
+// port once at net:netif_receive_skb and once in DROP. With the plain add,
+// the tracepoints attach as perf tracepoints, which never nest.
+func checkCounting(t *testing.T, kernel, reason string, runs map[string]vmRun) {
+	r, ok := runs["jit"]
+	if !ok {
+		t.Errorf("the run with the JIT on did not run")
+		return
+	}
+	want := counterUpdates[kernel]
+	if want == "" {
+		want = "atomic add"
+	}
+	if !strings.Contains(r.stderr, "skbstat: counter updates: "+want+" (") {
+		t.Errorf("JIT on: counter updates not %s:\n%s", want, r.stderr)
+	}
+	for line := range strings.Lines(r.stderr) {
+		if strings.HasPrefix(line, "skbstat: counter updates: ") {
+			t.Logf("%s: JIT on: %s", kernel, strings.TrimSpace(line))
+		}
+	}
+	if want == "plain add" && r.attached["net:netif_receive_skb"] != "perf tracepoint" {
+		t.Errorf("JIT on, plain add: net:netif_receive_skb attached as %q, want perf tracepoint", r.attached["net:netif_receive_skb"])
+	}
+	rx, drops := sum(r.ivs, rowCount("INGRESS", "net:netif_receive_skb")), sum(r.ivs, stackCount("DROP", reason))
+	if rx != vmPackets || drops != vmPackets {
+		t.Errorf("JIT on: netif_receive_skb %d, DROP %d, want %d each\n%s%v", rx, drops, vmPackets, r.stderr, r.ivs)
+	}
 }
 
 // checkDropPlace checks that every DROP entry names the place of the drop,
