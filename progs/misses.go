@@ -26,10 +26,11 @@ func (c *missCounter) freeze() {
 	c.read = func() (uint64, error) { return n, err }
 }
 
-// programMisses is a program's count of runs skipped because it (a raw
-// tracepoint or fentry program, since Linux 6.1 and 5.12) or any kprobe or
-// perf tracepoint program (since 6.7) was running on the CPU. Before 5.12
-// the kernel has no such count and it reads 0.
+// programMisses reads a program's count of the runs the kernel skipped: a
+// raw tracepoint or fentry program's where it was running on the CPU
+// already (since Linux 6.1 and 5.12), a kprobe, kprobe.multi or perf
+// tracepoint program's where any program of those kinds was (since 6.7).
+// Before 5.12 the kernel has no such count, and it reads 0.
 func programMisses(prog *ebpf.Program) func() (uint64, error) {
 	return func() (uint64, error) {
 		st, err := prog.Stats()

@@ -97,8 +97,9 @@ stop drop; stop consume
 for name in $(echo "$FILTERS" | cut -d' ' -f1); do stop f-$name; done
 sleep 1
 # Counter updates with the JIT on, where the kernel has one (32-bit ARM's
-# has no atomic add; Debian leaves it off there).
+# has no atomic add).
 jit=$(cat /proc/sys/net/core/bpf_jit_enable 2>/dev/null)
+echo "=== JIT by default: $jit"
 if [ -n "$jit" ]; then
 	echo 1 >/proc/sys/net/core/bpf_jit_enable
 	start jit --input -p udp -d 127.0.0.1 -D 9999
@@ -241,6 +242,7 @@ var (
 	runRE         = regexp.MustCompile(`(?s)=== (\S+) exit=(\d+)\n(.*?)=== (\S+) stdout\n(.*?)=== (\S+) end\n`)
 	unavailableRE = regexp.MustCompile(`=== mechanism (\S+) unavailable: (.*)`)
 	leftRE        = regexp.MustCompile(`=== left: (\d+)`)
+	jitRE         = regexp.MustCompile(`=== JIT by default: (\d*)`)
 	calibrateRE   = regexp.MustCompile(`(?s)=== calibrate-vs-btf exit=(\d+)\n(.*?)=== calibrate-vs-btf end\n`)
 	attachedRE    = regexp.MustCompile(`skbstat: \w+: (\S+) attached as (.+)`)
 )
@@ -327,6 +329,7 @@ func checkKernel(t *testing.T, k vm.Kernel, console string) {
 	}
 	checkFilters(t, reason, runs)
 	checkCounting(t, kernel, reason, runs)
+	checkDefaultCounting(t, kernel, console, runs["drop"].stderr)
 	checkLayoutSource(t, k, console, runs["drop"].stderr)
 }
 
@@ -344,10 +347,7 @@ func checkCounting(t *testing.T, kernel, reason string, runs map[string]vmRun) {
 		t.Errorf("the run with the JIT on did not run")
 		return
 	}
-	want := counterUpdates[kernel]
-	if want == "" {
-		want = "atomic add"
-	}
+	want := counterUpdate(kernel)
 	if !strings.Contains(r.stderr, "skbstat: counter updates: "+want+" (") {
 		t.Errorf("JIT on: counter updates not %s:\n%s", want, r.stderr)
 	}
@@ -363,6 +363,33 @@ func checkCounting(t *testing.T, kernel, reason string, runs map[string]vmRun) {
 	if rx != vmPackets || drops != vmPackets {
 		t.Errorf("JIT on: netif_receive_skb %d, DROP %d, want %d each\n%s%v", rx, drops, vmPackets, r.stderr, r.ivs)
 	}
+}
+
+// checkDefaultCounting checks the counter update chosen with the kernel's
+// JIT as it boots: where it is off, every program runs in the interpreter,
+// and the atomic add is exact.
+func checkDefaultCounting(t *testing.T, kernel, console, stderr string) {
+	m := jitRE.FindStringSubmatch(console)
+	if m == nil {
+		t.Errorf("the VM did not say whether its JIT is on")
+		return
+	}
+	want := "counter updates: atomic add (the JIT is off"
+	if m[1] != "0" {
+		want = "counter updates: " + counterUpdate(kernel) + " ("
+	}
+	if !strings.Contains(stderr, want) {
+		t.Errorf("bpf_jit_enable %q at boot: no %q in\n%s", m[1], want, stderr)
+	}
+	t.Logf("%s: bpf_jit_enable %q at boot", kernel, m[1])
+}
+
+// counterUpdate is the update skbstat must choose on kernel with the JIT on.
+func counterUpdate(kernel string) string {
+	if u, ok := counterUpdates[kernel]; ok {
+		return u
+	}
+	return "atomic add"
 }
 
 // checkDropPlace checks that every DROP entry names the place of the drop,
