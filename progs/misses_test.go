@@ -61,10 +61,10 @@ func TestRecursionMisses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := c.noted(Func, AlreadyRunning); n != runs {
+	if n := c.Noted(Func, AlreadyRunning); n != runs {
 		t.Errorf("FUNC: %d runs skipped, want %d (notes %+v)", n, runs, c.Notes)
 	}
-	if c, err := s.Read(); err != nil || c.noted(Func, AlreadyRunning) != 0 {
+	if c, err := s.Read(); err != nil || c.Noted(Func, AlreadyRunning) != 0 {
 		t.Errorf("second read: %+v, %v; want no skipped runs", c.Notes, err)
 	}
 }

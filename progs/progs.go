@@ -168,7 +168,7 @@ const (
 
 // Causes are every cause of a note, in print order.
 func Causes() []Cause {
-	cs := make([]Cause, numNoted)
+	cs := make([]Cause, AlreadyRunning+1)
 	for i := range cs {
 		cs[i] = Cause(i)
 	}
@@ -176,10 +176,13 @@ func Causes() []Cause {
 }
 
 // Key names c for machines, in JSON and metrics: "count_map_full",
-// "not_decided_ipv6_chain".
+// "not_decided_ipv6_chain", "recursion_miss" (metrics.RecursionCause).
 func (c Cause) Key() string {
-	if c >= firstUndecided && c < numNoted {
+	switch {
+	case c >= firstUndecided && c < numNoted:
 		return "not_decided_" + filter.Undecided(c-firstUndecided).Key()
+	case c == AlreadyRunning:
+		return "recursion_miss"
 	}
 	return "count_map_full"
 }
