@@ -76,18 +76,18 @@ func linkMissed(l link.Link) (n uint64, ok bool, err error) {
 	return 0, false, nil
 }
 
-// countMisses adds the kernel's counts of skipped runs of prog, attached
-// with l, to section s's.
-func (s *Set) countMisses(sec Section, prog *ebpf.Program, l link.Link) error {
-	s.missed = append(s.missed, &missCounter{section: sec, read: programMisses(prog)})
+// missCounters are the kernel's counts of skipped runs of prog, attached
+// with l, in section sec.
+func missCounters(sec Section, prog *ebpf.Program, l link.Link) ([]*missCounter, error) {
+	counters := []*missCounter{{section: sec, read: programMisses(prog)}}
 	read, err := linkMisses(l)
 	if err != nil {
-		return fmt.Errorf("missed hits: %w", err)
+		return nil, fmt.Errorf("missed hits: %w", err)
 	}
 	if read != nil {
-		s.missed = append(s.missed, &missCounter{section: sec, read: read, link: l})
+		counters = append(counters, &missCounter{section: sec, read: read, link: l})
 	}
-	return nil
+	return counters, nil
 }
 
 // missNotes returns, per section, how many runs the kernel skipped since

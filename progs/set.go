@@ -174,11 +174,15 @@ func (s *Set) attachHook(p *probe, h hook, cfg Config) error {
 		prog.Close()
 		return fmt.Errorf("attach: %w", err)
 	}
-	s.progs = append(s.progs, prog)
-	s.links = append(s.links, l)
-	if err := s.countMisses(p.section, prog, l); err != nil {
+	missed, err := missCounters(p.section, prog, l)
+	if err != nil {
+		l.Close()
+		prog.Close()
 		return err
 	}
+	s.progs = append(s.progs, prog)
+	s.links = append(s.links, l)
+	s.missed = append(s.missed, missed...)
 	if p.section == Drop {
 		_, s.dropReasons = h.loadReason(asm.R1)
 	}
