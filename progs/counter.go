@@ -65,16 +65,16 @@ var findCounting = chooseCounting
 // tiny program with one: compiled by the JIT, or interpreted like every
 // program where the JIT is off, it is exact and chosen. Where the JIT
 // compiles programs but not that one (32-bit ARM's JIT has no atomics),
-// it would run in the interpreter, many times slower; where the kernel
-// requires the JIT, it fails to load (ENOTSUPP): the plain add is chosen
-// then.
+// it would run in the interpreter, many times slower, or fail to load
+// (ENOTSUPP): the plain add is chosen then.
 func chooseCounting() (Counting, error) {
 	start := time.Now()
 	c := Counting{update: atomicAdd}
 	atomicJIT, err := trialJIT(atomicAdd)
 	switch {
 	case errors.Is(err, errENOTSUPP):
-		// The kernel wanted the program JIT-compiled, and its JIT could not.
+		// The kernel would not interpret what its JIT could not compile
+		// (Debian's 6.1 armhf kernel, with bpf_jit_enable 1).
 		c.update, c.Why = plainAdd, fmt.Sprintf("a program with an atomic add does not load: %v", err)
 	case err != nil:
 		return c, fmt.Errorf("counter updates: try an atomic add: %w", err)
