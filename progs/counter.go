@@ -88,7 +88,7 @@ func chooseCounting() (Counting, error) {
 		case plainJIT:
 			c.update, c.Why = plainAdd, "the JIT cannot compile an atomic add, which would run in the interpreter"
 		default:
-			c.Why = "the JIT is off: every program runs in the interpreter, which has atomic adds"
+			c.Why = "the kernel compiles no program (its JIT is off or absent): every program runs in the interpreter, which has atomic adds"
 		}
 	}
 	c.Took = time.Since(start)
