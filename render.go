@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 	"strings"
@@ -25,13 +26,24 @@ type renderer struct {
 
 	syms    *kallsyms.Table
 	reasons map[uint32]string
-	frames  map[frameKey][]string // what entries print; stack ids are never reused
+	// frames is what the entries of the last interval printed: a stack
+	// that stops occurring is forgotten after one interval.
+	frames map[frameKey][]string
 }
 
-// frameKey is what decides the frames an entry prints.
+// frameKey is what decides the frames an entry prints: its stack's
+// addresses (as bytes), and its location.
 type frameKey struct {
-	stackID  int32
+	pcs      string
 	location uint64
+}
+
+func newFrameKey(st progs.StackCount) frameKey {
+	b := make([]byte, 0, 8*len(st.PCs))
+	for _, pc := range st.PCs {
+		b = binary.NativeEndian.AppendUint64(b, pc)
+	}
+	return frameKey{string(b), st.Location}
 }
 
 // format is how intervals print.
@@ -46,7 +58,7 @@ const (
 // newRenderer renders the sections cfg asks for in format f, with
 // intervals counted from now.
 func newRenderer(cfg progs.Config, warn io.Writer, f format) *renderer {
-	r := &renderer{layout: cfg.Layout, warn: warn, format: f, since: time.Now(), frames: map[frameKey][]string{}}
+	r := &renderer{layout: cfg.Layout, warn: warn, format: f, since: time.Now()}
 	for _, s := range []struct {
 		section progs.Section
 		on      bool
@@ -65,7 +77,7 @@ func (r *renderer) read(set *progs.Set) ([]output.Section, error) {
 	if err != nil {
 		return nil, err
 	}
-	return r.sectionsOf(set, c)
+	return r.sectionsOf(c), nil
 }
 
 // print prints the sections of the interval that ends now.
@@ -84,7 +96,7 @@ func (r *renderer) print(w io.Writer, sections []output.Section) error {
 // sectionsOf turns one interval's counts into output sections: every
 // section's rows, its stacks with reason names and symbolized frames, and a
 // note of every cause, zero included.
-func (r *renderer) sectionsOf(set *progs.Set, c progs.Counts) ([]output.Section, error) {
+func (r *renderer) sectionsOf(c progs.Counts) []output.Section {
 	bySection := map[progs.Section]*output.Section{}
 	out := make([]output.Section, len(r.sections))
 	for i, s := range r.sections {
@@ -98,44 +110,38 @@ func (r *renderer) sectionsOf(set *progs.Set, c progs.Counts) ([]output.Section,
 		sec := bySection[row.Section]
 		sec.Rows = append(sec.Rows, output.Row{Name: row.Name, Rank: row.Rank, Count: row.Count})
 	}
-	for _, st := range c.Stacks {
-		stack := output.Stack{Count: st.Count}
+	frames := r.entryFrames(c.Stacks)
+	for i, st := range c.Stacks {
+		stack := output.Stack{Count: st.Count, LostID: int64(st.Lost)}
 		if st.HasReason {
 			stack.Reason = layout.ReasonName(r.dropReasons(), st.Reason)
 		}
-		if st.StackID < 0 {
-			stack.LostID = int64(st.StackID)
-		}
-		var err error
-		if stack.Frames, err = r.entryFrames(set, st); err != nil {
-			return nil, err
-		}
+		stack.Frames = frames[i]
 		if st.Location != 0 {
 			stack.Location = r.symbols().Symbolize(st.Location)
 		}
 		sec := bySection[st.Section]
 		sec.Stacks = append(sec.Stacks, stack)
 	}
-	return out, nil
+	return out
 }
 
-// entryFrames returns the symbolized frames that entry st prints under its
-// count.
-func (r *renderer) entryFrames(set *progs.Set, st progs.StackCount) ([]string, error) {
-	key := frameKey{st.StackID, st.Location}
-	if f, ok := r.frames[key]; ok {
-		return f, nil
-	}
-	var pcs []uint64
-	if st.StackID >= 0 {
-		var err error
-		if pcs, err = set.Stack(st.StackID); err != nil {
-			return nil, err
+// entryFrames returns the symbolized frames that each of an interval's
+// entries prints under its count, those of the last interval's stacks from
+// the cache, and keeps this interval's in it.
+func (r *renderer) entryFrames(stacks []progs.StackCount) [][]string {
+	printed := map[frameKey][]string{}
+	frames := make([][]string, len(stacks))
+	for i, st := range stacks {
+		key := newFrameKey(st)
+		f, ok := r.frames[key]
+		if !ok {
+			f = placeFrames(r.symbols(), st.PCs, st.Location)
 		}
+		frames[i], printed[key] = f, f
 	}
-	frames := placeFrames(r.symbols(), pcs, st.Location)
-	r.frames[key] = frames
-	return frames, nil
+	r.frames = printed
+	return frames
 }
 
 // minStack is the fewest frames of a kernel stack that says where a packet

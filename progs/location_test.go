@@ -95,57 +95,66 @@ func sendLab(t *testing.T, lb *lab.Lab, ipv6 bool, n int) {
 	}
 }
 
-// readUntil reads s until its stacks add up to want (the receiving softirq
-// may still run when the sender returns), then once more, so that an extra
-// event would show.
+// readUntil waits until s's stack maps hold want events (the receiving
+// softirq may still run when the sender returns), so that one Read, one
+// generation, has them all; then it reads once more, so that an extra event
+// would show.
 func readUntil(t *testing.T, s *Set, want uint64) []StackCount {
 	t.Helper()
-	var stacks []StackCount
-	var total uint64
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		c, err := s.Read()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, st := range c.Stacks {
-			stacks = append(stacks, st)
-			total += st.Count
-		}
-		if total >= want || time.Now().After(deadline) {
-			break
-		}
-	}
-	time.Sleep(100 * time.Millisecond)
+	waitUnread(t, s, want)
 	c, err := s.Read()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return append(stacks, c.Stacks...)
+	time.Sleep(100 * time.Millisecond)
+	late, err := s.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(c.Stacks, late.Stacks...)
+}
+
+// waitUnread waits until s's stack maps hold want events, or 5 seconds.
+func waitUnread(t *testing.T, s *Set, want uint64) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); unread(t, s) < want && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// unread is how many events s's stack maps hold.
+func unread(t *testing.T, s *Set) uint64 {
+	t.Helper()
+	var n uint64
+	for g := range uint32(numGenerations) {
+		held, err := generationSum(s.ageing.gens, g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += held
+	}
+	return n
 }
 
 // checkLocation checks that st's location symbolizes to fn+0x..., and that a
 // recorded stack has a frame in fn: the location is the traced function's
 // return address in its caller.
-func checkLocation(t *testing.T, s *Set, syms *kallsyms.Table, st StackCount, fn string) {
+func checkLocation(t *testing.T, syms *kallsyms.Table, st StackCount, fn string) {
 	t.Helper()
 	if got := syms.Symbolize(st.Location); !strings.HasPrefix(got, fn+"+0x") {
-		t.Errorf("%s stack %d: location %#x is %s, want %s+0x...", st.Section, st.StackID, st.Location, got, fn)
+		t.Errorf("%s stack (lost: %d): location %#x is %s, want %s+0x...", st.Section, st.Lost, st.Location, got, fn)
 		return
 	}
-	if st.StackID < 0 {
+	if st.Lost != 0 {
 		return
-	}
-	pcs, err := s.Stack(st.StackID)
-	if err != nil {
-		t.Fatal(err)
 	}
 	caller, _ := syms.Function(st.Location)
-	for _, pc := range pcs {
+	for _, pc := range st.PCs {
 		if f, ok := syms.Function(pc); ok && f == caller {
 			return
 		}
 	}
-	t.Errorf("%s stack %d has no frame in %s, the location's function", st.Section, st.StackID, fn)
+	t.Errorf("%s stack of %d frames has no frame in %s, the location's function", st.Section, len(st.PCs), fn)
 }
 
 func loadSymbols(t *testing.T) *kallsyms.Table {
@@ -192,7 +201,7 @@ func TestLocation(t *testing.T) {
 					if st.Section != sec.section {
 						t.Errorf("stack of section %s, want %s", st.Section, sec.section)
 					}
-					checkLocation(t, s, syms, st, sec.fn)
+					checkLocation(t, syms, st, sec.fn)
 					total += st.Count
 				}
 				if total != n {
@@ -205,8 +214,9 @@ func TestLocation(t *testing.T) {
 
 // TestLostStackLocation makes the stack map hold one stack: the first IPv4
 // drop takes it; IPv4 drops at other stacks (the first datagram's stack
-// differs from the others') and all IPv6 drops find it taken (-EEXIST). The
-// lost ones are still counted, under their error, with their location.
+// differs from the others') and all IPv6 drops of the same interval find it
+// taken (-EEXIST). The lost ones are still counted, under their error, with
+// their location.
 func TestLostStackLocation(t *testing.T) {
 	l := kernelLayout(t)
 	syms := loadSymbols(t)
@@ -221,9 +231,16 @@ func TestLostStackLocation(t *testing.T) {
 	s := loadDrops(t, l, filter.Options{Sport: strconv.Itoa(int(from.Port())), Dport: strconv.Itoa(int(to.Port())), Proto: "udp"})
 	const n = 5
 	sendLab(t, lb, false, n)
-	v4 := readUntil(t, s, n) // all counted before any IPv6 datagram is sent
+	waitUnread(t, s, n) // all dropped before any IPv6 datagram is sent
 	sendLab(t, lb, true, n)
-	v6 := readUntil(t, s, n)
+	var v4, v6 []StackCount
+	for _, st := range readUntil(t, s, 2*n) {
+		if strings.HasPrefix(syms.Symbolize(st.Location), "__udp4_lib_rcv+") {
+			v4 = append(v4, st)
+		} else {
+			v6 = append(v6, st)
+		}
+	}
 	for _, c := range []struct {
 		name   string
 		stacks []StackCount
@@ -233,12 +250,12 @@ func TestLostStackLocation(t *testing.T) {
 	}{{"IPv4", v4, "__udp4_lib_rcv", 1, 0}, {"IPv6", v6, "__udp6_lib_rcv", 0, n}} {
 		var recorded, lost uint64
 		for _, st := range c.stacks {
-			if st.StackID < 0 {
+			if st.Lost != 0 {
 				lost += st.Count
 			} else {
 				recorded += st.Count
 			}
-			checkLocation(t, s, syms, st, c.fn)
+			checkLocation(t, syms, st, c.fn)
 		}
 		if recorded+lost != n || recorded < c.minRecorded || lost < c.minLost {
 			t.Errorf("%s: %d drops recorded, %d lost; want %d in all, at least %d recorded and %d lost", c.name, recorded, lost, n, c.minRecorded, c.minLost)

@@ -106,23 +106,41 @@ func numberRows(ps []*probe) uint32 {
 	return rows
 }
 
-// Map names, as referenced by the generated instructions.
+// Map names, as referenced by the generated instructions. The stacks and
+// their counters are in two generations of maps: the programs count in the
+// one that generationMap names, while user space reads and clears the other
+// (see drain), so that stacks which stopped occurring never block new ones.
 const (
-	rowsMap   = "rows"   // per-CPU counter per row, then the sections' notes
-	stacksMap = "stacks" // per-CPU counter per (section, stack, reason)
-	tracesMap = "traces" // kernel stacks by id
+	rowsMap       = "rows"       // per-CPU counter per row, then the sections' notes
+	generationMap = "generation" // which generation the programs count in: 0 or 1
 )
+
+// numGenerations is how many generations of stack maps there are.
+const numGenerations = 2
+
+// stacksMap is generation g's per-CPU counter per (section, stack, reason,
+// location).
+func stacksMap(g uint32) string { return fmt.Sprintf("stacks%d", g) }
+
+// tracesMap is generation g's kernel stacks by id.
+func tracesMap(g uint32) string { return fmt.Sprintf("traces%d", g) }
 
 const stackDepth = 127 // PERF_MAX_STACK_DEPTH
 
-// Map sizes: counters per (section, stack, reason), and distinct stacks.
-// Variables, so that tests can make them overflow.
+// Map sizes per generation: counters per (section, stack, reason), and
+// distinct stacks; a generation holds one interval's. They are the most a
+// run asks for: where the kernel refuses that much memory, each is halved
+// until it accepts (see newMap). Variables, so that tests can make them
+// overflow.
 var (
-	countEntries uint32 = 8192
-	stackEntries uint32 = 4096
+	countEntries uint32 = 16384
+	stackEntries uint32 = 8192
 )
 
-// stackKey is a key of stacksMap, as countStack writes it at slotKey.
+// minEntries is the fewest entries a halved map may keep.
+const minEntries = 64
+
+// stackKey is a key of a stacksMap, as countStack writes it at slotKey.
 type stackKey struct {
 	Section uint32
 	StackID int32 // negative: the kernel could not record the stack (-errno)
@@ -142,10 +160,14 @@ func mapSpecs(rows uint32, withStacks bool) []*ebpf.MapSpec {
 		Name: rowsMap, Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8,
 		MaxEntries: rows + uint32(numSections)*uint32(numNoted),
 	}}
-	if withStacks {
+	if !withStacks {
+		return specs
+	}
+	specs = append(specs, &ebpf.MapSpec{Name: generationMap, Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	for g := range uint32(numGenerations) {
 		specs = append(specs,
-			&ebpf.MapSpec{Name: stacksMap, Type: ebpf.PerCPUHash, KeySize: stackKeySize, ValueSize: 8, MaxEntries: countEntries},
-			&ebpf.MapSpec{Name: tracesMap, Type: ebpf.StackTrace, KeySize: 4, ValueSize: 8 * stackDepth, MaxEntries: stackEntries})
+			&ebpf.MapSpec{Name: stacksMap(g), Type: ebpf.PerCPUHash, KeySize: stackKeySize, ValueSize: 8, MaxEntries: countEntries},
+			&ebpf.MapSpec{Name: tracesMap(g), Type: ebpf.StackTrace, KeySize: 4, ValueSize: 8 * stackDepth, MaxEntries: stackEntries})
 	}
 	return specs
 }
@@ -300,16 +322,28 @@ func countRow(storeKey asm.Instructions, done string, u counterUpdate) asm.Instr
 }
 
 // countStack adds one to the counter of (section, kernel stack, drop
-// reason, location), inserting it on first use. Events that find the map
-// full go to the section's uncounted row.
+// reason, location) in the generation of maps that user space selected, a
+// load and a branch. Events that find the count map full go to the
+// section's note.
 func countStack(s Section, h hook, rows uint32, u counterUpdate) asm.Instructions {
+	insns := storeStackKey(s, h)
+	insns = append(insns,
+		asm.LoadMapValue(asm.R1, 0, 0).WithReference(generationMap).WithSource(asm.Comment("the generation of stack maps to count in")),
+		asm.LoadMem(asm.R1, asm.R1, 0, asm.Word),
+		asm.JNE.Imm(asm.R1, 0, generationLabel(1)),
+	)
+	for g := range uint32(numGenerations) {
+		insns = append(insns, countStackIn(g, u)...)
+	}
+	full := countRow(rowImmediate{}.storeRowKey(noteRow(rows, s, CountMapFull)), "exit", u)
+	full[0] = full[0].WithSymbol("full")
+	return append(insns, full...)
+}
+
+// storeStackKey writes the stackKey at slotKey but for its stack id.
+func storeStackKey(s Section, h hook) asm.Instructions {
 	insns := asm.Instructions{
-		asm.Mov.Reg(asm.R1, asm.R6),
-		asm.LoadMapPtr(asm.R2, 0).WithReference(tracesMap),
-		asm.Mov.Imm(asm.R3, 0),
-		asm.FnGetStackid.Call(),
 		asm.StoreImm(asm.R10, slotKey, int64(s), asm.Word),
-		asm.StoreMem(asm.R10, slotKey+4, asm.R0, asm.Word),
 		asm.StoreImm(asm.R10, slotKey+12, 0, asm.Word),
 	}
 	if reason, ok := h.loadReason(asm.R1); ok && s == Drop {
@@ -320,19 +354,35 @@ func countStack(s Section, h hook, rows uint32, u counterUpdate) asm.Instruction
 	}
 	if location, ok := h.loadLocation(asm.R1); ok {
 		insns = append(insns, location...)
-		insns = append(insns, asm.StoreMem(asm.R10, slotKey+16, asm.R1, asm.DWord))
-	} else {
-		// Two words: asm has no valid encoding of an 8-byte immediate store.
-		insns = append(insns, asm.StoreImm(asm.R10, slotKey+16, 0, asm.Word), asm.StoreImm(asm.R10, slotKey+20, 0, asm.Word))
+		return append(insns, asm.StoreMem(asm.R10, slotKey+16, asm.R1, asm.DWord))
 	}
-	insns = append(insns, lookupKey(stacksMap)...)
-	insns = append(insns, asm.JEq.Imm(asm.R0, 0, "insert"))
+	// Two words: asm has no valid encoding of an 8-byte immediate store.
+	return append(insns, asm.StoreImm(asm.R10, slotKey+16, 0, asm.Word), asm.StoreImm(asm.R10, slotKey+20, 0, asm.Word))
+}
+
+// generationLabel is where the counting in generation g starts.
+func generationLabel(g uint32) string { return fmt.Sprintf("generation%d", g) }
+
+// countStackIn records the kernel stack in generation g's stack map and
+// adds one to its counter there, inserting the counter on first use; it
+// goes on at "full" where there is no room for it, else at "exit".
+func countStackIn(g uint32, u counterUpdate) asm.Instructions {
+	insert := fmt.Sprintf("insert%d", g)
+	insns := asm.Instructions{
+		asm.Mov.Reg(asm.R1, asm.R6).WithSymbol(generationLabel(g)).WithSource(asm.Comment(fmt.Sprintf("count in generation %d", g))),
+		asm.LoadMapPtr(asm.R2, 0).WithReference(tracesMap(g)),
+		asm.Mov.Imm(asm.R3, 0),
+		asm.FnGetStackid.Call(),
+		asm.StoreMem(asm.R10, slotKey+4, asm.R0, asm.Word),
+	}
+	insns = append(insns, lookupKey(stacksMap(g))...)
+	insns = append(insns, asm.JEq.Imm(asm.R0, 0, insert))
 	insns = append(insns, increment(u)...)
 	insns = append(insns,
 		asm.Ja.Label("exit"),
-		asm.Mov.Imm(asm.R1, 1).WithSymbol("insert"),
+		asm.Mov.Imm(asm.R1, 1).WithSymbol(insert),
 		asm.StoreMem(asm.R10, slotOne, asm.R1, asm.DWord),
-		asm.LoadMapPtr(asm.R1, 0).WithReference(stacksMap),
+		asm.LoadMapPtr(asm.R1, 0).WithReference(stacksMap(g)),
 		asm.Mov.Reg(asm.R2, asm.R10),
 		asm.Add.Imm(asm.R2, slotKey),
 		asm.Mov.Reg(asm.R3, asm.R10),
@@ -342,13 +392,10 @@ func countStack(s Section, h hook, rows uint32, u counterUpdate) asm.Instruction
 		asm.JEq.Imm(asm.R0, 0, "exit"),
 	)
 	// Another CPU may have inserted the key first: look again.
-	insns = append(insns, lookupKey(stacksMap)...)
+	insns = append(insns, lookupKey(stacksMap(g))...)
 	insns = append(insns, asm.JEq.Imm(asm.R0, 0, "full"))
 	insns = append(insns, increment(u)...)
-	insns = append(insns, asm.Ja.Label("exit"))
-	full := countRow(rowImmediate{}.storeRowKey(noteRow(rows, s, CountMapFull)), "exit", u)
-	full[0] = full[0].WithSymbol("full")
-	return append(insns, full...)
+	return append(insns, asm.Ja.Label("exit"))
 }
 
 // Dump writes the instructions of every program cfg asks for, as they would

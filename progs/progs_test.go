@@ -110,7 +110,7 @@ func TestTracepointHooks(t *testing.T) {
 			}
 			var total uint64
 			for _, st := range c.Stacks {
-				if st.Section != Drop || !st.HasReason || layout.ReasonName(reasons, st.Reason) != "NO_SOCKET" || st.StackID < 0 {
+				if st.Section != Drop || !st.HasReason || layout.ReasonName(reasons, st.Reason) != "NO_SOCKET" || st.Lost != 0 {
 					t.Errorf("unexpected stack count %+v", st)
 				}
 				total += st.Count
@@ -151,7 +151,7 @@ func TestOverflow(t *testing.T) {
 			}
 			var recorded, lost uint64
 			for _, st := range cnt.Stacks {
-				if st.StackID < 0 {
+				if st.Lost != 0 {
 					lost += st.Count
 				} else {
 					recorded += st.Count

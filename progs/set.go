@@ -6,12 +6,12 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 )
 
 // Set is the loaded and attached programs of one skbstat run.
@@ -33,7 +33,10 @@ type Set struct {
 	// dropReasons: the DROP probe reads the drop reason.
 	dropReasons bool
 	prevRows    map[uint32]uint64
-	prevStacks  map[stackKey]uint64
+	// ageing drains the stack generations; nil without stacks.
+	ageing *ageing
+	// drained is the sum of every stack count drained so far.
+	drained uint64
 }
 
 // Attachment is the outcome for one probe.
@@ -57,15 +60,16 @@ func Load(cfg Config) (*Set, error) {
 
 func load(cfg Config, p plan) (_ *Set, err error) {
 	ps := p.probes
-	s := &Set{probes: ps, maps: map[string]*ebpf.Map{}, prevRows: map[uint32]uint64{}, prevStacks: map[stackKey]uint64{}, Skipped: p.missing}
+	s := &Set{probes: ps, maps: map[string]*ebpf.Map{}, prevRows: map[uint32]uint64{}, Skipped: p.missing}
 	s.rows = numberRows(ps)
 	defer func() {
 		if err != nil {
 			s.Close()
 		}
 	}()
-	for _, spec := range mapSpecs(s.rows, cfg.Consume || cfg.Drop) {
-		m, err := ebpf.NewMap(spec)
+	withStacks := cfg.Consume || cfg.Drop
+	for _, spec := range mapSpecs(s.rows, withStacks) {
+		m, err := newMap(spec)
 		if err != nil {
 			return nil, fmt.Errorf("create map %s: %w", spec.Name, err)
 		}
@@ -75,6 +79,9 @@ func load(cfg Config, p plan) (_ *Set, err error) {
 		return nil, err
 	}
 	cfg.update = s.Counting.update
+	if withStacks {
+		s.ageing = &ageing{gens: newKernelGenerations(s.maps)}
+	}
 	var funcs []*probe
 	for _, pr := range ps {
 		if pr.fn != nil {
@@ -103,6 +110,20 @@ func load(cfg Config, p plan) (_ *Set, err error) {
 		return nil, fmt.Errorf("no probe could be attached: %w", errors.Join(errs...))
 	}
 	return s, nil
+}
+
+// newMap creates spec's map, with fewer entries where the kernel refuses
+// the memory: halved, down to minEntries.
+func newMap(spec *ebpf.MapSpec) (*ebpf.Map, error) {
+	for {
+		m, err := ebpf.NewMap(spec)
+		if err == nil || spec.MaxEntries/2 < minEntries || spec.Name == rowsMap || spec.Name == generationMap ||
+			!(errors.Is(err, unix.ENOMEM) || errors.Is(err, unix.E2BIG)) {
+			return m, err
+		}
+		spec = spec.Copy()
+		spec.MaxEntries /= 2
+	}
 }
 
 func (s *Set) record(a Attachment) {
@@ -241,25 +262,14 @@ func (s *Set) Detach() error {
 // running as its link closed ends within microseconds, so two sums of
 // every counter a millisecond apart that agree mean that none runs.
 func (s *Set) settle() error {
-	last, err := s.total()
-	for i := 0; err == nil && i < settleReads; i++ {
-		time.Sleep(time.Millisecond)
-		var now uint64
-		if now, err = s.total(); err == nil && now == last {
-			return nil
-		}
-		last = now
+	if err := untilUnchanged(s.total); err != nil {
+		return fmt.Errorf("after detaching: %w", err)
 	}
-	if err != nil {
-		return fmt.Errorf("read counters after detaching: %w", err)
-	}
-	return fmt.Errorf("counters still changing %d ms after detaching", settleReads)
+	return nil
 }
 
-// settleReads bounds how long settle waits, in milliseconds.
-const settleReads = 1000
-
-// total sums every counter of every CPU, rows and stacks.
+// total sums every counter of every CPU, rows and both generations of
+// stacks, and what was drained from them: all counted since Load.
 func (s *Set) total() (uint64, error) {
 	per := make([]uint64, ebpf.MustPossibleCPU())
 	var sum uint64
@@ -269,15 +279,16 @@ func (s *Set) total() (uint64, error) {
 		}
 		sum += sumCPUs(per)
 	}
-	if stacks, ok := s.maps[stacksMap]; ok {
-		var key stackKey
-		it := stacks.Iterate()
-		for it.Next(&key, &per) {
-			sum += sumCPUs(per)
-		}
-		if err := it.Err(); err != nil {
+	if s.ageing == nil {
+		return sum, nil
+	}
+	sum += s.drained
+	for g := range uint32(numGenerations) {
+		n, err := generationSum(s.ageing.gens, g)
+		if err != nil {
 			return 0, err
 		}
+		sum += n
 	}
 	return sum, nil
 }
@@ -320,8 +331,11 @@ type RowCount struct {
 // StackCount is how often a section's probe matched at one kernel stack (and
 // drop reason, and location) in an interval.
 type StackCount struct {
-	Section   Section
-	StackID   int32 // negative: the stack could not be recorded (-errno)
+	Section Section
+	// PCs is the kernel stack, leaf first; nil where it is Lost.
+	PCs []uint64
+	// Lost is -errno where the kernel could not record the stack, else 0.
+	Lost      int32
 	Reason    uint32
 	HasReason bool
 	// Location is the return address, in its caller, of the function that
@@ -396,22 +410,15 @@ func (s *Set) Read() (Counts, error) {
 	}
 	c.Notes = append(c.Notes, misses...)
 	sortNotes(c.Notes)
-	stacks, ok := s.maps[stacksMap]
-	if !ok {
+	if s.ageing == nil {
 		return c, nil
 	}
-	var key stackKey
-	it := stacks.Iterate()
-	for it.Next(&key, &per) {
-		if n := delta(s.prevStacks, key, per); n > 0 {
-			c.Stacks = append(c.Stacks, StackCount{
-				Section: Section(key.Section), StackID: key.StackID, Reason: key.Reason,
-				HasReason: s.hasReason(Section(key.Section)), Location: key.Location, Count: n,
-			})
-		}
-	}
-	if err := it.Err(); err != nil {
+	if c.Stacks, err = s.ageing.drain(); err != nil {
 		return c, fmt.Errorf("read stack counters: %w", err)
+	}
+	for i := range c.Stacks {
+		c.Stacks[i].HasReason = s.hasReason(c.Stacks[i].Section)
+		s.drained += c.Stacks[i].Count
 	}
 	sort.Slice(c.Stacks, func(i, j int) bool { return c.Stacks[i].Count < c.Stacks[j].Count })
 	return c, nil
@@ -437,18 +444,4 @@ func sumCPUs(perCPU []uint64) uint64 {
 
 func (s *Set) hasReason(sec Section) bool {
 	return sec == Drop && s.dropReasons
-}
-
-// Stack returns the kernel addresses of stack id, leaf first.
-func (s *Set) Stack(id int32) ([]uint64, error) {
-	frames := make([]uint64, stackDepth)
-	if err := s.maps[tracesMap].Lookup(uint32(id), &frames); err != nil {
-		return nil, fmt.Errorf("read stack %d: %w", id, err)
-	}
-	for i, pc := range frames {
-		if pc == 0 {
-			return frames[:i], nil
-		}
-	}
-	return frames, nil
 }
