@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/skbstat/skbstat/kallsyms"
+	"github.com/skbstat/skbstat/progs"
 )
 
 // x86Symbols are the symbols of the stacks below, as Linux 6.18 on x86-64
@@ -149,5 +150,22 @@ func TestPlaceFrames(t *testing.T) {
 				t.Errorf("placeFrames =\n%q\nwant\n%q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestFramesByStack: stack ids are reused from interval to interval, so
+// frames are cached by the stack's addresses, and for one interval only.
+func TestFramesByStack(t *testing.T) {
+	r := &renderer{syms: symbols(t, x86Symbols)}
+	udp := progs.StackCount{PCs: x86Raw, Location: x86Location}
+	other := progs.StackCount{PCs: s390Consume} // what a reused id may name next
+	if got := r.entryFrames([]progs.StackCount{udp}); !slices.Equal(got[0], x86Want) {
+		t.Errorf("first interval: %q, want %q", got[0], x86Want)
+	}
+	if got := r.entryFrames([]progs.StackCount{other}); slices.Equal(got[0], x86Want) || len(r.frames) != 1 {
+		t.Errorf("second interval: %q from %d cached stacks, want another stack's frames and one cached", got[0], len(r.frames))
+	}
+	if _, ok := r.frames[newFrameKey(udp)]; ok {
+		t.Error("a stack absent from the last interval is still cached")
 	}
 }

@@ -37,11 +37,13 @@ func TestDetachThenRead(t *testing.T) {
 				return
 			default:
 			}
+			// Counted before it is sent: its drop, inside Send, may be
+			// counted before Send returns.
+			sent.Add(1)
 			if err := lb.Send(labDatagram); err != nil {
 				done <- err
 				return
 			}
-			sent.Add(1)
 		}
 	}()
 	var printed uint64

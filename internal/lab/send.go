@@ -94,10 +94,9 @@ func (l *Lab) Send(p Packet) error {
 	if p.Payload < len(l.Magic) || p.Paged < 0 || p.Payload-p.Paged < len(l.Magic) {
 		return fmt.Errorf("packet of %d bytes, %d paged: the magic must be in the linear part", p.Payload, p.Paged)
 	}
-	src, dst := l.Addrs(p)
-	fd, ok := l.socks[sockKey{src, dst}]
-	if !ok {
-		return fmt.Errorf("no socket from %v to %v", src, dst)
+	fd, err := l.Socket(p)
+	if err != nil {
+		return err
 	}
 	payload := make([]byte, p.Payload)
 	copy(payload, l.Magic[:])
@@ -114,6 +113,18 @@ func (l *Lab) Send(p Packet) error {
 		return err
 	}
 	return send(fd, payload[len(linear):], 0)
+}
+
+// Socket returns the lab's connected UDP socket that p is sent from, for
+// tests that send through system calls of their own. It stays the lab's,
+// which closes it.
+func (l *Lab) Socket(p Packet) (int, error) {
+	src, dst := l.Addrs(p)
+	fd, ok := l.socks[sockKey{src, dst}]
+	if !ok {
+		return -1, fmt.Errorf("no socket from %v to %v", src, dst)
+	}
+	return fd, nil
 }
 
 // send writes b, again if the socket had a pending error from an ICMP
