@@ -165,3 +165,30 @@ func TestDrainFreesStacks(t *testing.T) {
 		}
 	}
 }
+
+// TestEntriesWithin: a router of 128 MB RAM and 2 CPUs (a budget of 1 MB a
+// map) keeps 512 stacks and 8192 counters per generation; a server of
+// 64 GB and 256 CPUs keeps 8192 stacks and 16384 counters; a budget
+// smaller than minEntries allows keeps minEntries.
+func TestEntriesWithin(t *testing.T) {
+	for _, c := range []struct {
+		name          string
+		cpus          int
+		budget        uint64
+		stacks, count uint32
+	}{
+		{"router", 2, 128 << 20 / 128, 512, 8192},
+		{"server", 256, 64 << 30 / 128, 8192, 16384},
+		{"tiny", 1, 1000, minEntries, minEntries},
+	} {
+		var got []uint32
+		for _, spec := range mapSpecs(0, true) {
+			if resizable(spec) {
+				got = append(got, entriesWithin(spec, c.cpus, c.budget))
+			}
+		}
+		if want := []uint32{c.count, c.stacks, c.count, c.stacks}; fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: entries %v, want %v (counters, stacks of each generation)", c.name, got, want)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package progs
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"sync"
@@ -112,19 +113,66 @@ func load(cfg Config, p plan) (_ *Set, err error) {
 	return s, nil
 }
 
-// newMap creates spec's map, with fewer entries where the kernel refuses
-// the memory: halved, down to minEntries.
+// newMap creates spec's map. A map of stacks or their counters is made
+// smaller where it would take more than its share of memory, or where the
+// kernel refuses the memory: halved, down to minEntries.
 func newMap(spec *ebpf.MapSpec) (*ebpf.Map, error) {
+	if !resizable(spec) {
+		return ebpf.NewMap(spec)
+	}
+	spec = spec.Copy()
+	spec.MaxEntries = entriesWithin(spec, ebpf.MustPossibleCPU(), mapBudget())
 	for {
 		m, err := ebpf.NewMap(spec)
-		if err == nil || spec.MaxEntries/2 < minEntries || spec.Name == rowsMap || spec.Name == generationMap ||
-			!(errors.Is(err, unix.ENOMEM) || errors.Is(err, unix.E2BIG)) {
+		if err == nil || spec.MaxEntries/2 < minEntries || !(errors.Is(err, unix.ENOMEM) || errors.Is(err, unix.E2BIG)) {
 			return m, err
 		}
-		spec = spec.Copy()
 		spec.MaxEntries /= 2
 	}
 }
+
+// resizable: the map's size is a choice (the stacks and their counters),
+// not a count of what the programs index.
+func resizable(spec *ebpf.MapSpec) bool {
+	return spec.Type == ebpf.PerCPUHash || spec.Type == ebpf.StackTrace
+}
+
+// mapBudget is the most kernel memory one resizable map may take: 1/128 of
+// the machine's memory (1 MB of a router's 128 MB), so that the four take
+// at most 3 % of it. Where the kernel does not say, the kernel's refusal
+// alone bounds them.
+func mapBudget() uint64 {
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil || si.Unit == 0 {
+		return math.MaxUint64
+	}
+	return uint64(si.Totalram) * uint64(si.Unit) / 128
+}
+
+// entriesWithin is spec's MaxEntries, halved until its map takes no more
+// than budget bytes on a machine of cpus possible CPUs, or minEntries.
+func entriesWithin(spec *ebpf.MapSpec, cpus int, budget uint64) uint32 {
+	fit := *spec
+	for fit.MaxEntries/2 >= minEntries && mapBytes(&fit, cpus) > budget {
+		fit.MaxEntries /= 2
+	}
+	return fit.MaxEntries
+}
+
+// mapBytes estimates the kernel memory of spec's map on a machine of cpus
+// possible CPUs: its keys and values (per CPU in a per-CPU map), and the
+// kernel's bookkeeping of each entry.
+func mapBytes(spec *ebpf.MapSpec, cpus int) uint64 {
+	value := uint64(spec.ValueSize)
+	if spec.Type == ebpf.PerCPUHash {
+		value *= uint64(cpus)
+	}
+	return uint64(spec.MaxEntries) * (uint64(spec.KeySize) + value + entryOverhead)
+}
+
+// entryOverhead is about what a hash or stack map spends per entry besides
+// key and value (element header, bucket, pointers): 48 to 80 bytes on 6.18.
+const entryOverhead = 64
 
 func (s *Set) record(a Attachment) {
 	if a.Err != nil {
