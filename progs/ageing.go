@@ -70,9 +70,6 @@ func (a *ageing) withStacks(g uint32, counts map[stackKey]uint64) ([]StackCount,
 	stacks := make([]StackCount, 0, len(counts))
 	pcs := map[int32][]uint64{} // a stack's several reasons and locations share it
 	for key, n := range counts {
-		if n == 0 {
-			continue
-		}
 		st := StackCount{Section: Section(key.Section), Reason: key.Reason, Location: key.Location, Count: n}
 		if key.StackID < 0 {
 			st.Lost = key.StackID

@@ -4,9 +4,11 @@
 //
 // Every program has the same shape: find the skb in the context, run the
 // filter on it, and count, either into a per-CPU row counter or per kernel
-// stack (and drop reason). Counters are never cleared: each Read returns the
-// difference from the one before, so no event can fall between reading and
-// clearing, and none is counted twice.
+// stack (and drop reason). Row counters are never cleared: each Read
+// returns the difference from the one before, so no event can fall between
+// reading and clearing, and none is counted twice. Stacks are counted in
+// two generations of maps, and each Read takes and clears the one that no
+// program can still count in (see ageing.go).
 package progs
 
 import (
