@@ -110,6 +110,8 @@ func flags() []cli.Flag {
 		&cli.BoolFlag{Name: "no_drop", Aliases: []string{"no-drop"}, Usage: "no DROP section: do not count drops per kernel stack and reason"},
 		&cli.StringSliceFlag{Name: "func", Aliases: []string{"f"}, Usage: "also count kernel function `NAME[:N]` (one with a struct sk_buff * argument, N its position from 0: needed without BTF), in a FUNC section; repeatable"},
 		&cli.StringFlag{Name: "attach", Value: string(progs.Auto), Usage: "how kernel functions attach: auto, fentry, kprobe-multi or kprobe"},
+		&cli.BoolFlag{Name: "locations", Usage: "count DROP and CONSUME by location (the dropping or freeing function) and drop reason, one line each, without walking the kernel stack: far cheaper per event in a drop storm"},
+		&cli.IntFlag{Name: "stack-depth", Value: progs.MaxStackDepth, Usage: "record at most `N` frames of each DROP and CONSUME stack (1-127, from the innermost, the two or three of the tracing machinery's included): the kernel stops its walk there, which is most of a drop's cost (a 21-frame drop on x86-64 Linux 6.18: 4.0 µs with all frames, 3.1 µs with 16, 2.6 µs with 8; --locations 0.24 µs)"},
 		&cli.BoolFlag{Name: "json", Usage: "print each interval as one line of JSON (the README gives the schema) instead of text"},
 		&cli.BoolFlag{Name: "folded", Usage: "print DROP and CONSUME stacks as folded stacks, one line \"reason;outermost;...;innermost count\" per stack and interval, for flame graphs (flamegraph.pl, speedscope)"},
 		&cli.StringFlag{Name: "listen", Usage: "serve Prometheus metrics at http://`ADDR`/metrics while tracing (127.0.0.1:9432, [::1]:9432, :9432)"},
@@ -203,6 +205,9 @@ func parseOptions(c *cli.Context) (options, error) {
 		Funcs:   c.StringSlice("func"),
 		Attach:  attach,
 	}
+	if err := o.placing(c); err != nil {
+		return o, err
+	}
 	if !o.cfg.Ingress && !o.cfg.Egress && !o.cfg.Consume && !o.cfg.Drop && len(o.cfg.Funcs) == 0 {
 		return o, usageError{"--no_drop: nothing left to trace (add --input, --output or --consume)"}
 	}
@@ -235,6 +240,21 @@ func (o *options) exporter(c *cli.Context) error {
 		if o.listen, err = listen(addr); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// placing checks how DROP and CONSUME place their events: --locations or
+// --stack-depth.
+func (o *options) placing(c *cli.Context) error {
+	o.cfg.Locations, o.cfg.StackDepth = c.Bool("locations"), c.Int("stack-depth")
+	switch {
+	case o.cfg.StackDepth < 1 || o.cfg.StackDepth > progs.MaxStackDepth:
+		return usageError{fmt.Sprintf("--stack-depth %d: not a number of frames from 1 to %d", o.cfg.StackDepth, progs.MaxStackDepth)}
+	case o.cfg.Locations && c.IsSet("stack-depth"):
+		return usageError{fmt.Sprintf("--stack-depth %d: not with --locations, which records no stack", o.cfg.StackDepth)}
+	case o.cfg.Locations && !o.cfg.Drop && !o.cfg.Consume:
+		return usageError{"--locations: no DROP or CONSUME section to count by location (add --consume)"}
 	}
 	return nil
 }

@@ -22,7 +22,10 @@ type renderer struct {
 	sections []progs.Section
 	warn     io.Writer
 	format   format
-	since    time.Time // when the interval being counted began
+	// byLocation: DROP and CONSUME count by location and reason, with no
+	// stacks (--locations).
+	byLocation bool
+	since      time.Time // when the interval being counted began
 
 	syms    *kallsyms.Table
 	reasons map[uint32]string
@@ -58,7 +61,7 @@ const (
 // newRenderer renders the sections cfg asks for in format f, with
 // intervals counted from now.
 func newRenderer(cfg progs.Config, warn io.Writer, f format) *renderer {
-	r := &renderer{layout: cfg.Layout, warn: warn, format: f, since: time.Now()}
+	r := &renderer{layout: cfg.Layout, warn: warn, format: f, byLocation: cfg.Locations, since: time.Now()}
 	for _, s := range []struct {
 		section progs.Section
 		on      bool
@@ -100,7 +103,7 @@ func (r *renderer) sectionsOf(c progs.Counts) []output.Section {
 	bySection := map[progs.Section]*output.Section{}
 	out := make([]output.Section, len(r.sections))
 	for i, s := range r.sections {
-		out[i] = output.Section{Name: s.String()}
+		out[i] = output.Section{Name: s.String(), ByLocation: r.byLocation && (s == progs.Drop || s == progs.Consume)}
 		for _, cause := range progs.Causes() {
 			out[i].Notes = append(out[i].Notes, output.Note{Count: c.Noted(s, cause), Text: cause.String(), Cause: cause.Key()})
 		}
@@ -110,7 +113,10 @@ func (r *renderer) sectionsOf(c progs.Counts) []output.Section {
 		sec := bySection[row.Section]
 		sec.Rows = append(sec.Rows, output.Row{Name: row.Name, Rank: row.Rank, Count: row.Count})
 	}
-	frames := r.entryFrames(c.Stacks)
+	frames := make([][]string, len(c.Stacks))
+	if !r.byLocation {
+		frames = r.entryFrames(c.Stacks)
+	}
 	for i, st := range c.Stacks {
 		stack := output.Stack{Count: st.Count, LostID: int64(st.Lost)}
 		if st.HasReason {

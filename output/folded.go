@@ -15,7 +15,8 @@ import (
 // there is none, the section's name) as the root and functions without
 // offsets or modules. A lost stack's frames follow "[lost_stack]"; each
 // note with a count is a line "SECTION;[cause] count", so that the lines of
-// a section sum to its events. Rows do not print.
+// a section sum to its events. Counts by location (ByLocation) have the
+// location as their one frame. Rows do not print.
 func WriteFolded(w io.Writer, sections []Section) error {
 	var b bytes.Buffer
 	for _, s := range sections {
@@ -24,7 +25,11 @@ func WriteFolded(w io.Writer, sections []Section) error {
 			if st.LostID != 0 {
 				path = append(path, "[lost_stack]")
 			}
-			for _, f := range slices.Backward(st.Frames) {
+			frames := st.Frames
+			if s.ByLocation && st.Location != "" {
+				frames = []string{st.Location}
+			}
+			for _, f := range slices.Backward(frames) {
 				path = append(path, function(f))
 			}
 			fmt.Fprintf(&b, "%s %d\n", strings.Join(path, ";"), st.Count)

@@ -58,6 +58,9 @@ type Section struct {
 	Name   string
 	Rows   []Row
 	Stacks []Stack
+	// ByLocation: the stacks are counts by location and reason, with no
+	// frames, and print one line each: "12     NO_SOCKET  __udp4_lib_rcv+0x4bc".
+	ByLocation bool
 	// Notes are the section's events that its rows and stacks do not
 	// count, such as those that found the count map full.
 	Notes []Note
@@ -91,7 +94,11 @@ func Write(w io.Writer, now time.Time, sections []Section) error {
 			}
 		}
 		for _, st := range sortedStacks(s.Stacks) {
-			writeStack(&b, st)
+			if s.ByLocation {
+				writeLocation(&b, st)
+			} else {
+				writeStack(&b, st)
+			}
 		}
 		for _, n := range s.Notes {
 			if n.Count > 0 {
@@ -127,6 +134,15 @@ func sortedRows(rows []Row) []Row { return slices.SortedFunc(slices.Values(rows)
 
 func sortedStacks(stacks []Stack) []Stack {
 	return slices.SortedFunc(slices.Values(stacks), compareStacks)
+}
+
+// writeLocation prints a count by location and reason on one line.
+func writeLocation(b *bytes.Buffer, s Stack) {
+	place := cmp.Or(s.Location, "[no location: the kernel gives none]")
+	if s.Reason != "" {
+		place = s.Reason + "  " + place
+	}
+	fmt.Fprintf(b, "%-8s %-6d %s\n", "", s.Count, place)
 }
 
 func compareRows(a, b Row) int {

@@ -71,19 +71,20 @@ func (a *ageing) withStacks(g uint32, counts map[stackKey]uint64) ([]StackCount,
 	pcs := map[int32][]uint64{} // a stack's several reasons and locations share it
 	for key, n := range counts {
 		st := StackCount{Section: Section(key.Section), Reason: key.Reason, Location: key.Location, Count: n}
-		if key.StackID < 0 {
+		switch {
+		case key.StackID == notWalked: // counted by location only
+		case key.StackID < 0:
 			st.Lost = key.StackID
-			stacks = append(stacks, st)
-			continue
-		}
-		if _, ok := pcs[key.StackID]; !ok {
-			frames, err := a.gens.stack(g, key.StackID)
-			if err != nil {
-				return nil, fmt.Errorf("read stack %d of generation %d: %w", key.StackID, g, err)
+		default:
+			if _, ok := pcs[key.StackID]; !ok {
+				frames, err := a.gens.stack(g, key.StackID)
+				if err != nil {
+					return nil, fmt.Errorf("read stack %d of generation %d: %w", key.StackID, g, err)
+				}
+				pcs[key.StackID] = frames
 			}
-			pcs[key.StackID] = frames
+			st.PCs = pcs[key.StackID]
 		}
-		st.PCs = pcs[key.StackID]
 		stacks = append(stacks, st)
 	}
 	return stacks, nil
@@ -154,7 +155,7 @@ func generationSum(gens generations, g uint32) (uint64, error) {
 }
 
 func (k *kernelGenerations) stack(g uint32, id int32) ([]uint64, error) {
-	frames := make([]uint64, stackDepth)
+	frames := make([]uint64, k.traces[g].ValueSize()/8)
 	if err := k.traces[g].Lookup(uint32(id), &frames); err != nil {
 		return nil, err
 	}
@@ -172,6 +173,9 @@ func (k *kernelGenerations) stack(g uint32, id int32) ([]uint64, error) {
 func (k *kernelGenerations) clear(g uint32) error {
 	if err := deleteAll[stackKey](k.counters[g]); err != nil {
 		return fmt.Errorf("counters: %w", err)
+	}
+	if k.traces[g] == nil {
+		return nil // counted by location only
 	}
 	if err := deleteAll[uint32](k.traces[g]); err != nil {
 		return fmt.Errorf("stacks: %w", err)

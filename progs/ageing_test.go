@@ -182,7 +182,7 @@ func TestEntriesWithin(t *testing.T) {
 		{"tiny", 1, 1000, minEntries, minEntries},
 	} {
 		var got []uint32
-		for _, spec := range mapSpecs(0, true) {
+		for _, spec := range mapSpecs(0, true, MaxStackDepth) {
 			if resizable(spec) {
 				got = append(got, entriesWithin(spec, c.cpus, c.budget))
 			}

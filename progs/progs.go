@@ -15,6 +15,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -51,6 +52,13 @@ type Config struct {
 	Funcs []string
 	// Attach says how kernel-function rows attach.
 	Attach Mechanism
+	// Locations: DROP and CONSUME count by location and reason only,
+	// without walking the kernel stack, the most of a drop's cost.
+	Locations bool
+	// StackDepth is how many frames of the kernel stack DROP and CONSUME
+	// record, at most MaxStackDepth; 0 is MaxStackDepth. The kernel walks
+	// no further than that.
+	StackDepth int
 	// update is how the programs update counters, chosen by Load.
 	update counterUpdate
 }
@@ -127,7 +135,21 @@ func stacksMap(g uint32) string { return fmt.Sprintf("stacks%d", g) }
 // tracesMap is generation g's kernel stacks by id.
 func tracesMap(g uint32) string { return fmt.Sprintf("traces%d", g) }
 
-const stackDepth = 127 // PERF_MAX_STACK_DEPTH
+// MaxStackDepth is the most frames a kernel stack records
+// (PERF_MAX_STACK_DEPTH).
+const MaxStackDepth = 127
+
+// stackDepth is the frames cfg records.
+func (cfg Config) stackDepth() uint32 {
+	if cfg.StackDepth == 0 {
+		return MaxStackDepth
+	}
+	return uint32(cfg.StackDepth)
+}
+
+// notWalked is the stack id of the events counted by location only
+// (--locations): no stack map holds an id so large.
+const notWalked int32 = math.MaxInt32
 
 // Map sizes per generation: counters per (section, stack, reason), and
 // distinct stacks; a generation holds one interval's. They are the most a
@@ -157,7 +179,9 @@ type stackKey struct {
 // stackKeySize is the size of a stackKey in the map and on the BPF stack.
 var stackKeySize = uint32(binary.Size(stackKey{}))
 
-func mapSpecs(rows uint32, withStacks bool) []*ebpf.MapSpec {
+// mapSpecs are the maps of a Set with rows rows, with DROP or CONSUME
+// where withStacks, whose stacks record depth frames (none: 0).
+func mapSpecs(rows uint32, withStacks bool, depth uint32) []*ebpf.MapSpec {
 	specs := []*ebpf.MapSpec{{
 		Name: rowsMap, Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8,
 		MaxEntries: rows + uint32(numSections)*uint32(numNoted),
@@ -167,9 +191,10 @@ func mapSpecs(rows uint32, withStacks bool) []*ebpf.MapSpec {
 	}
 	specs = append(specs, &ebpf.MapSpec{Name: generationMap, Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
 	for g := range uint32(numGenerations) {
-		specs = append(specs,
-			&ebpf.MapSpec{Name: stacksMap(g), Type: ebpf.PerCPUHash, KeySize: stackKeySize, ValueSize: 8, MaxEntries: countEntries},
-			&ebpf.MapSpec{Name: tracesMap(g), Type: ebpf.StackTrace, KeySize: 4, ValueSize: 8 * stackDepth, MaxEntries: stackEntries})
+		specs = append(specs, &ebpf.MapSpec{Name: stacksMap(g), Type: ebpf.PerCPUHash, KeySize: stackKeySize, ValueSize: 8, MaxEntries: countEntries})
+		if depth > 0 {
+			specs = append(specs, &ebpf.MapSpec{Name: tracesMap(g), Type: ebpf.StackTrace, KeySize: 4, ValueSize: 8 * depth, MaxEntries: stackEntries})
+		}
 	}
 	return specs
 }
@@ -241,7 +266,7 @@ func program(p *probe, h hook, cfg Config, rows uint32) (asm.Instructions, error
 	insns = append(insns, cfg.Filter.Instructions(src, cfg.Layout.ByteOrder, "exit")...)
 	count := countRow(h.storeRowKey(p.row), "exit", cfg.update)
 	if p.stacks() {
-		count = countStack(p.section, h, rows, cfg.update)
+		count = countStack(p.section, h, rows, cfg.update, !cfg.Locations)
 	}
 	count[0] = count[0].WithSource(asm.Comment("count"))
 	insns = append(insns, count...)
@@ -327,7 +352,7 @@ func countRow(storeKey asm.Instructions, done string, u counterUpdate) asm.Instr
 // reason, location) in the generation of maps that user space selected, a
 // load and a branch. Events that find the count map full go to the
 // section's note.
-func countStack(s Section, h hook, rows uint32, u counterUpdate) asm.Instructions {
+func countStack(s Section, h hook, rows uint32, u counterUpdate, walk bool) asm.Instructions {
 	insns := storeStackKey(s, h)
 	insns = append(insns,
 		asm.LoadMapValue(asm.R1, 0, 0).WithReference(generationMap).WithSource(asm.Comment("the generation of stack maps to count in")),
@@ -335,7 +360,7 @@ func countStack(s Section, h hook, rows uint32, u counterUpdate) asm.Instruction
 		asm.JNE.Imm(asm.R1, 0, generationLabel(1)),
 	)
 	for g := range uint32(numGenerations) {
-		insns = append(insns, countStackIn(g, u)...)
+		insns = append(insns, countStackIn(g, u, walk)...)
 	}
 	full := countRow(rowImmediate{}.storeRowKey(noteRow(rows, s, CountMapFull)), "exit", u)
 	full[0] = full[0].WithSymbol("full")
@@ -365,18 +390,13 @@ func storeStackKey(s Section, h hook) asm.Instructions {
 // generationLabel is where the counting in generation g starts.
 func generationLabel(g uint32) string { return fmt.Sprintf("generation%d", g) }
 
-// countStackIn records the kernel stack in generation g's stack map and
-// adds one to its counter there, inserting the counter on first use; it
-// goes on at "full" where there is no room for it, else at "exit".
-func countStackIn(g uint32, u counterUpdate) asm.Instructions {
+// countStackIn records the kernel stack in generation g's stack map where
+// walk, and adds one to its counter there, inserting the counter on first
+// use; it goes on at "full" where there is no room for it, else at "exit".
+func countStackIn(g uint32, u counterUpdate, walk bool) asm.Instructions {
 	insert := fmt.Sprintf("insert%d", g)
-	insns := asm.Instructions{
-		asm.Mov.Reg(asm.R1, asm.R6).WithSymbol(generationLabel(g)).WithSource(asm.Comment(fmt.Sprintf("count in generation %d", g))),
-		asm.LoadMapPtr(asm.R2, 0).WithReference(tracesMap(g)),
-		asm.Mov.Imm(asm.R3, 0),
-		asm.FnGetStackid.Call(),
-		asm.StoreMem(asm.R10, slotKey+4, asm.R0, asm.Word),
-	}
+	insns := recordStack(g, walk)
+	insns[0] = insns[0].WithSymbol(generationLabel(g)).WithSource(asm.Comment(fmt.Sprintf("count in generation %d", g)))
 	insns = append(insns, lookupKey(stacksMap(g))...)
 	insns = append(insns, asm.JEq.Imm(asm.R0, 0, insert))
 	insns = append(insns, increment(u)...)
@@ -398,6 +418,21 @@ func countStackIn(g uint32, u counterUpdate) asm.Instructions {
 	insns = append(insns, asm.JEq.Imm(asm.R0, 0, "full"))
 	insns = append(insns, increment(u)...)
 	return append(insns, asm.Ja.Label("exit"))
+}
+
+// recordStack stores the stack id of the count key: the kernel stack's in
+// generation g's stack map where walk, else notWalked.
+func recordStack(g uint32, walk bool) asm.Instructions {
+	if !walk {
+		return asm.Instructions{asm.StoreImm(asm.R10, slotKey+4, int64(notWalked), asm.Word)}
+	}
+	return asm.Instructions{
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.LoadMapPtr(asm.R2, 0).WithReference(tracesMap(g)),
+		asm.Mov.Imm(asm.R3, 0),
+		asm.FnGetStackid.Call(),
+		asm.StoreMem(asm.R10, slotKey+4, asm.R0, asm.Word),
+	}
 }
 
 // Dump writes the instructions of every program cfg asks for, as they would

@@ -69,7 +69,11 @@ func load(cfg Config, p plan) (_ *Set, err error) {
 		}
 	}()
 	withStacks := cfg.Consume || cfg.Drop
-	for _, spec := range mapSpecs(s.rows, withStacks) {
+	depth := cfg.stackDepth()
+	if cfg.Locations {
+		depth = 0
+	}
+	for _, spec := range mapSpecs(s.rows, withStacks, depth) {
 		m, err := newMap(spec)
 		if err != nil {
 			return nil, fmt.Errorf("create map %s: %w", spec.Name, err)

@@ -133,3 +133,71 @@ func TestFolded(t *testing.T) {
 		t.Errorf("folded lines sum to %d, want %d\n%s", drops, datagrams, out)
 	}
 }
+
+// TestLocations counts IPv4 and IPv6 datagrams to a closed port with
+// --locations: one line per place and reason, each the family's UDP
+// receive function, exact; the same in --json (no frames) and --folded.
+func TestLocations(t *testing.T) {
+	requireRoot(t)
+	p := newPair(t)
+	args := []string{"--locations", "-i", "60", "-D", closedPort, "-p", "udp", "-N"}
+	text := startSkbstat(t, append(args, p.b4+"/32")...)
+	text6 := startSkbstat(t, append(args, p.b6+"/128")...)
+	folded := startSkbstat(t, append([]string{"--folded"}, append(args, p.b4)...)...)
+	jsonRun := startSkbstat(t, append([]string{"--json"}, append(args, p.b4)...)...)
+	p.sendUDP(t, datagrams, p.a4, p.b4)
+	p.sendUDP(t, datagrams, p.a6, p.b6)
+	settle()
+	for _, c := range []struct {
+		r  *run
+		fn string
+	}{{text, "__udp4_lib_rcv+0x"}, {text6, "__udp6_lib_rcv+0x"}} {
+		out := c.r.stopRaw(t, syscall.SIGINT)
+		var n uint64
+		for line := range strings.Lines(out) {
+			fields := strings.Fields(line)
+			if len(fields) == 3 && fields[1] == "NO_SOCKET" && strings.HasPrefix(fields[2], c.fn) {
+				v, _ := strconv.ParseUint(fields[0], 10, 64)
+				n += v
+			} else if len(fields) > 1 && !strings.HasPrefix(line, "TIME") && !strings.Contains(line, "[DROP]") {
+				t.Errorf("line %q: want COUNT NO_SOCKET %s...", line, c.fn)
+			}
+		}
+		if n != datagrams {
+			t.Errorf("--locations: NO_SOCKET at %s: %d, want %d\n%s", c.fn, n, datagrams, out)
+		}
+	}
+	if out := folded.stopRaw(t, syscall.SIGINT); !strings.HasPrefix(out, "NO_SOCKET;__udp4_lib_rcv "+strconv.Itoa(datagrams)+"\n") {
+		t.Errorf("--folded --locations: %q, want NO_SOCKET;__udp4_lib_rcv %d", out, datagrams)
+	}
+	out := jsonRun.stopRaw(t, syscall.SIGINT)
+	var iv jsonInterval
+	if err := json.Unmarshal([]byte(out), &iv); err != nil {
+		t.Fatalf("--json --locations: %v: %s", err, out)
+	}
+	st := iv.Sections["DROP"].Stacks
+	if len(st) != 1 || *st[0].Count != datagrams || len(st[0].Frames) != 0 || !strings.HasPrefix(*st[0].Location, "__udp4_lib_rcv+0x") {
+		t.Errorf("--json --locations: DROP %s: want one entry of %d at __udp4_lib_rcv, no frames", out, datagrams)
+	}
+}
+
+// TestStackDepth records at most 3 frames of each drop's stack: every
+// stack printed has at most 3, and the drops are all counted.
+func TestStackDepth(t *testing.T) {
+	requireRoot(t)
+	p := newPair(t)
+	r := startSkbstat(t, "--stack-depth", "3", "-i", "60", "-d", p.b4, "-D", closedPort, "-p", "udp")
+	p.sendUDP(t, datagrams, p.a4, p.b4)
+	settle()
+	ivs := r.stop(t, syscall.SIGINT)
+	if n := sum(ivs, stackCount("DROP", "NO_SOCKET")); n != datagrams {
+		t.Errorf("DROP NO_SOCKET: %d, want %d\n%s", n, datagrams, r.stdout.String())
+	}
+	for _, iv := range ivs {
+		for _, st := range iv["DROP"].stacks {
+			if len(st.frames) == 0 || len(st.frames) > 3 {
+				t.Errorf("stack of %d frames, want 1 to 3: %v", len(st.frames), st.frames)
+			}
+		}
+	}
+}
