@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"flag"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -145,3 +146,27 @@ Unstable: in development.
 
 bpftrace(8), pwru(8), dropwatch(1), perf(1)
 `
+
+// exampleFile is bcc's TOOL_example.txt: real output of each mode, and the
+// help at its end.
+const exampleFile = "skbstat_example.txt"
+
+// TestExampleFileHelp checks that the help at the end of the example file
+// is the help skbstat prints, so that it follows the flags.
+func TestExampleFileHelp(t *testing.T) {
+	b, err := os.ReadFile(exampleFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, inFile, ok := strings.Cut(string(b), "# skbstat --help\n")
+	if !ok {
+		t.Fatalf("%s has no USAGE section with the output of skbstat --help", exampleFile)
+	}
+	var help bytes.Buffer
+	if code := run([]string{"skbstat", "--help"}, &help, io.Discard); code != 0 {
+		t.Fatalf("skbstat --help: exit %d", code)
+	}
+	if inFile != help.String() {
+		t.Errorf("the help in %s is not skbstat's: paste the output of skbstat --help there\n--- skbstat --help\n%s", exampleFile, help.String())
+	}
+}
