@@ -23,6 +23,7 @@ import (
 
 	"github.com/skbstat/skbstat/filter"
 	"github.com/skbstat/skbstat/internal/lab"
+	"github.com/skbstat/skbstat/kallsyms"
 	"github.com/skbstat/skbstat/layout"
 	"github.com/skbstat/skbstat/metrics"
 	"github.com/skbstat/skbstat/progs"
@@ -369,6 +370,11 @@ func action(c *cli.Context) error {
 	}
 	if o.dumpBPF {
 		return progs.Dump(c.App.Writer, o.cfg)
+	}
+	if o.cfg.Drop || o.cfg.Consume {
+		// Stacks and locations print with the kernel's symbols: read them
+		// while the programs load, not when the first interval prints.
+		go kallsyms.Shared()
 	}
 	memlockErr := raiseMemlock()
 	var lb *lab.Lab

@@ -14,9 +14,9 @@ import (
 	"github.com/skbstat/skbstat/progs"
 )
 
-// renderer turns each interval's counts into output sections. Symbols and
-// drop reason names are loaded on first need only: a run that sees no stack
-// never reads /proc/kallsyms.
+// renderer turns each interval's counts into output sections. Drop reason
+// names are loaded on first need only; the kernel's symbols are read in the
+// background from the start where stacks are asked for (kallsyms.Shared).
 type renderer struct {
 	layout   *layout.Layout
 	sections []progs.Section
@@ -218,12 +218,13 @@ func isTracingFrame(frame string) bool {
 	return false
 }
 
-// symbols loads /proc/kallsyms once; without it, frames print as addresses.
+// symbols are the kernel's symbols (main starts reading them as it starts,
+// where stacks are asked for); without them, frames print as addresses.
 func (r *renderer) symbols() *kallsyms.Table {
 	if r.syms != nil {
 		return r.syms
 	}
-	syms, err := kallsyms.Load()
+	syms, err := kallsyms.Shared()
 	switch {
 	case err != nil:
 		fmt.Fprintf(r.warn, "skbstat: warning: %v: kernel stacks print as raw addresses\n", err)

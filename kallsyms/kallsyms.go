@@ -20,6 +20,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Path is where the running kernel lists its symbols.
@@ -48,6 +49,11 @@ const (
 	chunkBits = 16
 	chunkSize = 1 << chunkBits
 )
+
+// Shared returns the running kernel's symbols, read from /proc/kallsyms by
+// the first call, which the others wait for: one read serves every user,
+// and a caller can start it early, in the background.
+var Shared = sync.OnceValues(Load)
 
 // Load reads the running kernel's symbols from /proc/kallsyms.
 func Load() (*Table, error) {

@@ -535,7 +535,7 @@ func (p plan) withFunctions(cfg Config, fns []kernelFunc) (plan, error) {
 	if len(fns) == 0 {
 		return p, nil
 	}
-	syms, err := kallsyms.Load()
+	syms, err := kallsyms.Shared()
 	if err != nil {
 		return p, fmt.Errorf("kernel functions: %w", err)
 	}
