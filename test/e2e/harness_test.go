@@ -81,16 +81,21 @@ var pairSeq struct {
 	n int
 }
 
-// newPair creates a namespace pair with addresses unique to this test
-// process and removes it when the test ends.
-func newPair(t *testing.T) *pair {
-	t.Helper()
+// uniqueNames returns a name suffix and an address byte that no other
+// call in this test process, and likely no other test process, uses.
+func uniqueNames() (id string, net int) {
 	pairSeq.Lock()
 	pairSeq.n++
 	n := pairSeq.n
 	pairSeq.Unlock()
-	id := fmt.Sprintf("%d-%d", os.Getpid()%10000, n)
-	net := (os.Getpid()+n)%200 + 20
+	return fmt.Sprintf("%d-%d", os.Getpid()%10000, n), (os.Getpid()+n)%200 + 20
+}
+
+// newPair creates a namespace pair with addresses unique to this test
+// process and removes it when the test ends.
+func newPair(t *testing.T) *pair {
+	t.Helper()
+	id, net := uniqueNames()
 	p := &pair{
 		a: "sksa-" + id, b: "sksb-" + id,
 		a4: fmt.Sprintf("10.201.%d.1", net), b4: fmt.Sprintf("10.201.%d.2", net),

@@ -31,12 +31,7 @@ type trio struct {
 // above those the lab's devices take.
 func newTrio(t *testing.T) *trio {
 	t.Helper()
-	pairSeq.Lock()
-	pairSeq.n++
-	n := pairSeq.n
-	pairSeq.Unlock()
-	id := fmt.Sprintf("%d-%d", os.Getpid()%10000, n)
-	net := (os.Getpid()+n)%200 + 20
+	id, net := uniqueNames()
 	tr := &trio{
 		a: "sknA-" + id, b: "sknB-" + id, c: "sknC-" + id,
 		index: 1<<30 + rand.IntN(1<<29), dev: "veth0",
