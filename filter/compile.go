@@ -317,10 +317,16 @@ func (g generator) walkExtensionHeaders() asm.Instructions {
 	insns := asm.Instructions{
 		asm.Mov.Imm(regTmp, 0).WithSource(asm.Comment(fmt.Sprintf("filter: IPv6 extension headers, at most %d", MaxExtensionHeaders))),
 		asm.StoreMem(asm.R10, count, regTmp, asm.DWord),
-		jumpBy(asm.JEq, regProto, protoHopByHop, 3).WithSymbol(walk),
-		jumpBy(asm.JEq, regProto, protoRouting, 2),
-		jumpBy(asm.JEq, regProto, protoDstOpts, 1),
-		asm.JNE.Imm(regProto, protoFragment, g.label("transport")),
+		// The fragment header's test is first: the verifier explores a
+		// taken jump last, so it meets the fragment path (regOff + 8)
+		// at the next iteration within the other headers' (regOff +
+		// 8..2048) and prunes it. Where regOff is precise (a Source
+		// whose packet pointer is typed), the other order takes it
+		// down every mix of both, 2^MaxExtensionHeaders paths.
+		jumpBy(asm.JEq, regProto, protoFragment, 3).WithSymbol(walk),
+		jumpBy(asm.JEq, regProto, protoHopByHop, 2),
+		jumpBy(asm.JEq, regProto, protoRouting, 1),
+		asm.JNE.Imm(regProto, protoDstOpts, g.label("transport")),
 		asm.LoadMem(regTmp, asm.R10, count, asm.DWord),
 		asm.JGE.Imm(regTmp, MaxExtensionHeaders, UndecidedLabel(g.reject, LongChain)),
 		asm.Add.Imm(regTmp, 1),

@@ -1,6 +1,8 @@
 package progs
 
 import (
+	"fmt"
+
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
@@ -35,8 +37,17 @@ type hook interface {
 	loadLocation(dst asm.Register) (insns asm.Instructions, ok bool)
 	// storeRowKey writes the index of the row counter to slotKey.
 	storeRowKey(row uint32) asm.Instructions
+	// typedArg reports whether the probed pointer is BTF-typed, so that the
+	// program may load the struct's fields directly.
+	typedArg() bool
 	attach(prog *ebpf.Program) (link.Link, error)
 }
+
+// copiedArg is the typedArg of hooks whose probed pointer is a bare
+// address: the program copies what it reads with bpf_probe_read_kernel.
+type copiedArg struct{}
+
+func (copiedArg) typedArg() bool { return false }
 
 // rowImmediate is the storeRowKey of hooks that serve one row: the index is
 // an immediate.
@@ -68,16 +79,27 @@ func loadOptional(dst asm.Register, f layout.Field) (asm.Instructions, bool) {
 	return loadContext(dst, f), true
 }
 
-// tracepointHook runs a program at a kernel tracepoint, as a raw tracepoint
-// (no tracefs needed, arguments straight from the caller) or as a perf
-// tracepoint (the record laid out by the tracefs format file).
+// tracepointHook runs a program at a kernel tracepoint, as a BTF-typed
+// tracepoint (tp_btf: the raw tracepoint's arguments, typed by the running
+// kernel's BTF), as a raw tracepoint (no tracefs needed, arguments straight
+// from the caller) or as a perf tracepoint (the record laid out by the
+// tracefs format file).
 type tracepointHook struct {
 	rowImmediate
 	tp layout.Tracepoint
+	// typed: attached as tp_btf, whose skb argument is a PTR_TO_BTF_ID
+	// that the program loads fields from directly.
+	typed bool
 }
 
+// tpBTF is the mechanism of BTF-typed tracepoints, as -v names it.
+const tpBTF = "tp_btf"
+
 func (h tracepointHook) mechanism() string {
-	if h.tp.Raw {
+	switch {
+	case h.typed:
+		return tpBTF
+	case h.tp.Raw:
 		return "raw tracepoint"
 	}
 	return "perf tracepoint"
@@ -86,11 +108,17 @@ func (h tracepointHook) mechanism() string {
 func (h tracepointHook) nests() bool { return h.tp.Raw }
 
 func (h tracepointHook) configure(spec *ebpf.ProgramSpec) {
-	spec.Type = ebpf.TracePoint
-	if h.tp.Raw {
+	switch {
+	case h.typed:
+		spec.Type, spec.AttachType, spec.AttachTo = ebpf.Tracing, ebpf.AttachTraceRawTp, h.tp.Name
+	case h.tp.Raw:
 		spec.Type = ebpf.RawTracepoint
+	default:
+		spec.Type = ebpf.TracePoint
 	}
 }
+
+func (h tracepointHook) typedArg() bool { return h.typed }
 
 func (h tracepointHook) loadArg(dst asm.Register) asm.Instructions {
 	return loadContext(dst, h.tp.Skb)
@@ -108,6 +136,9 @@ func (h tracepointHook) loadLocation(dst asm.Register) (asm.Instructions, bool) 
 }
 
 func (h tracepointHook) attach(prog *ebpf.Program) (link.Link, error) {
+	if h.typed {
+		return link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+	}
 	if h.tp.Raw {
 		return link.AttachRawTracepoint(link.RawTracepointOptions{Name: h.tp.Name, Program: prog})
 	}
@@ -115,11 +146,20 @@ func (h tracepointHook) attach(prog *ebpf.Program) (link.Link, error) {
 }
 
 // tracepointHooks lists the ways to reach a tracepoint on this kernel, best
-// first: the raw tracepoint, whose arguments BTF gives, then the perf
-// tracepoint laid out by its tracefs format. Each is resolved only when the
-// one before it failed, so tracefs is mounted only where it is needed.
+// first: tp_btf where the layout is the running kernel's BTF (which the
+// verifier checks its loads against), then the raw tracepoint, whose
+// arguments BTF gives, then the perf tracepoint laid out by its tracefs
+// format. Each is resolved only when the one before it failed, so tracefs
+// is mounted only where it is needed.
 func tracepointHooks(l *layout.Layout, group, name string) []func() (hook, error) {
 	return []func() (hook, error){
+		func() (hook, error) {
+			if l.KernelBTF() == nil {
+				return nil, fmt.Errorf("%s: the layout is not from the running kernel's BTF but from %s", tpBTF, l.Source)
+			}
+			tp, err := l.RawTracepoint(group, name)
+			return tracepointHook{tp: tp, typed: true}, err
+		},
 		func() (hook, error) {
 			tp, err := l.RawTracepoint(group, name)
 			return tracepointHook{tp: tp}, err
@@ -149,6 +189,7 @@ func perfTracepoint(group, name string) (layout.Tracepoint, error) {
 type fentryHook struct {
 	rowImmediate
 	noTracepointArgs
+	copiedArg
 	fn  string
 	arg int
 }
@@ -174,6 +215,7 @@ func (h fentryHook) attach(prog *ebpf.Program) (link.Link, error) {
 type kprobeHook struct {
 	rowImmediate
 	noTracepointArgs
+	copiedArg
 	symbol string
 	arg    layout.Field // in struct pt_regs
 }
@@ -194,6 +236,7 @@ func (h kprobeHook) attach(prog *ebpf.Program) (link.Link, error) {
 // kprobe.multi link; each symbol's cookie is its row's counter index.
 type kprobeMultiHook struct {
 	noTracepointArgs
+	copiedArg
 	symbols []string
 	rows    []uint64
 	arg     layout.Field // in struct pt_regs

@@ -176,7 +176,7 @@ func loadSymbols(t *testing.T) *kallsyms.Table {
 func TestLocation(t *testing.T) {
 	l := kernelLayout(t)
 	syms := loadSymbols(t)
-	for i, mechanism := range []string{"raw tracepoint", "perf tracepoint"} {
+	for i, mechanism := range []string{"tp_btf", "raw tracepoint", "perf tracepoint"} {
 		for _, sec := range []struct {
 			section Section
 			icmp    bool

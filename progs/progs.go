@@ -258,7 +258,7 @@ func noteRow(rows uint32, s Section, c Cause) uint32 {
 
 // program generates the instructions of probe p at hook h.
 func program(p *probe, h hook, cfg Config, rows uint32) (asm.Instructions, error) {
-	src, err := source(p, cfg)
+	src, err := source(p, h, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -322,11 +322,11 @@ func epilogue() asm.Instructions {
 
 // source is how p's program reaches the packet: through the skb, or, at
 // socket level, through the socket.
-func source(p *probe, cfg Config) (filter.Source, error) {
+func source(p *probe, h hook, cfg Config) (filter.Source, error) {
 	if p.fn != nil && p.fn.sock {
 		return newSockSource(cfg.Layout, p.fn.proto, p.fn.received, cfg.Filter)
 	}
-	return newSkbSource(cfg.Layout, p.fromData, cfg.Filter)
+	return newSkbSource(cfg.Layout, reads{typed: h.typedArg()}, p.fromData, cfg.Filter)
 }
 
 // lookupKey looks up the key at slotKey in m: R0 = value pointer or NULL.

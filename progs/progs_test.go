@@ -86,14 +86,15 @@ func loadHook(t *testing.T, cfg Config, i int, mechanism string, check func(*tes
 }
 
 // TestTracepointHooks loads the DROP probe through each tracepoint hook in
-// turn (raw, then perf) and counts datagrams to a closed loopback port.
+// turn (tp_btf, raw, then perf: the fallbacks forced) and counts datagrams
+// to a closed loopback port.
 func TestTracepointHooks(t *testing.T) {
 	l := kernelLayout(t)
 	reasons, err := l.DropReasons()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, mechanism := range []string{"raw tracepoint", "perf tracepoint"} {
+	for i, mechanism := range []string{"tp_btf", "raw tracepoint", "perf tracepoint"} {
 		t.Run(mechanism, func(t *testing.T) {
 			to := closedPort(t)
 			f, err := filter.Parse(filter.Options{Daddr: to.Addr().String(), Dport: strconv.Itoa(int(to.Port())), Proto: "udp"})

@@ -132,7 +132,7 @@ func proofProgram(l *layout.Layout, h hook, tp tracepoint, checks []check) (asm.
 		if c.group != tp.group || c.name != tp.name {
 			continue
 		}
-		src, err := newSkbSource(l, tp.name == "netif_receive_skb", c.filter)
+		src, err := newSkbSource(l, reads{typed: h.typedArg()}, tp.name == "netif_receive_skb", c.filter)
 		if err != nil {
 			return nil, err
 		}

@@ -137,12 +137,14 @@ const (
 	ethP8021AD = 0x88a8
 )
 
-// skbSource is the filter.Source of programs that see an skb: it copies the
-// skb's fields and packet bytes with bpf_probe_read_kernel. The program
-// stores the skb pointer in slotArg first.
+// skbSource is the filter.Source of programs that see an skb: it reads the
+// skb's fields as reads says, and copies packet bytes with
+// bpf_probe_read_kernel. The program stores the skb pointer in slotArg
+// first.
 type skbSource struct {
-	l    *layout.Layout
-	span span
+	l     *layout.Layout
+	reads reads
+	span  span // the skb's fields, where reads copies them
 	// fromData: the probe fires before the kernel sets skb->network_header
 	// (net:netif_receive_skb), so the IP header is at skb->data.
 	fromData bool
@@ -163,13 +165,13 @@ func (n *labels) next(reject, name string) string {
 
 // newSkbSource makes the Source of programs that see an skb; f is their
 // filter, which tells what the Source must be able to read.
-func newSkbSource(l *layout.Layout, fromData bool, f filter.Filter) (*skbSource, error) {
+func newSkbSource(l *layout.Layout, r reads, fromData bool, f filter.Filter) (*skbSource, error) {
 	sk := l.SkBuff
 	sp, err := newSpan(sk.Head, sk.Data, sk.Len, sk.DataLen, sk.Protocol, sk.NetworkHeader)
 	if err != nil {
 		return nil, err
 	}
-	s := &skbSource{l: l, span: sp, fromData: fromData}
+	s := &skbSource{l: l, reads: r, span: sp, fromData: fromData}
 	if f.Netns == 0 {
 		return s, nil
 	}
@@ -209,9 +211,9 @@ func socketNet(l *layout.Layout) (layout.Field, error) {
 func (s *skbSource) Ethertype(dst asm.Register, reject string) asm.Instructions {
 	order := s.l.ByteOrder
 	known, tagged := s.labels.next(reject, "protocol"), s.labels.next(reject, "vlan")
-	insns := append(s.span.read(reject),
+	insns := append(s.skbFields(reject),
 		asm.StoreImm(asm.R10, slotSkip, 0, asm.Word).WithSource(asm.Comment("no VLAN tag to skip")),
-		s.span.load(dst, s.l.SkBuff.Protocol),
+		s.loadSkb(dst, s.l.SkBuff.Protocol),
 		asm.JEq.Imm(dst, ethertype(order, ethP8021Q), tagged),
 		asm.JEq.Imm(dst, ethertype(order, ethP8021AD), tagged),
 		asm.JNE.Imm(dst, 0, known),
@@ -289,11 +291,11 @@ func (s *skbSource) innerEthertype(dst asm.Register, reject, done string) asm.In
 }
 
 func (s *skbSource) Ifindex(dst asm.Register, reject string) asm.Instructions {
-	return append(s.device(reject), readField(dst, s.l.NetDevice.Ifindex, reject)...)
+	return append(s.device(reject), s.reads.field(dst, s.l.NetDevice.Ifindex, reject)...)
 }
 
 func (s *skbSource) DeviceNetns(dst asm.Register, reject string) asm.Instructions {
-	return append(s.device(reject), netnsInode(s.l, dst, s.l.NetDevice.Net, reject)...)
+	return append(s.device(reject), s.reads.netnsInode(s.l, dst, s.l.NetDevice.Net, reject)...)
 }
 
 // Netns reads the device's namespace, else the socket's. A device that
@@ -302,43 +304,84 @@ func (s *skbSource) DeviceNetns(dst asm.Register, reject string) asm.Instruction
 // queue (and drops it there with no socket when the socket closes).
 func (s *skbSource) Netns(dst asm.Register, reject, undecided string) asm.Instructions {
 	noDevice, done := s.labels.next(reject, "no_device"), s.labels.next(reject, "netns")
-	insns := argField(asm.R3, s.l.SkBuff.Dev, reject)
+	insns := s.reads.argField(asm.R3, s.l.SkBuff.Dev, reject)
 	insns = append(insns, asm.JEq.Imm(asm.R3, 0, noDevice))
-	insns = append(insns, netnsInode(s.l, dst, s.l.NetDevice.Net, noDevice)...)
+	insns = append(insns, s.reads.netnsInode(s.l, dst, s.l.NetDevice.Net, noDevice)...)
 	insns = append(insns, asm.Ja.Label(done))
-	sock := argField(asm.R3, s.l.SkBuff.Sk, reject)
+	sock := s.reads.argField(asm.R3, s.l.SkBuff.Sk, reject)
 	sock[0] = sock[0].WithSymbol(noDevice).WithSource(asm.Comment("no device: the socket's namespace"))
 	insns = append(insns, sock...)
 	insns = append(insns, asm.JEq.Imm(asm.R3, 0, undecided))
-	insns = append(insns, netnsInode(s.l, dst, s.sockNet, reject)...)
+	insns = append(insns, s.reads.netnsInode(s.l, dst, s.sockNet, reject)...)
 	return append(insns, asm.Mov.Reg(dst, dst).WithSymbol(done))
 }
 
 // device leaves skb->dev in R3, and rejects packets without one.
 func (s *skbSource) device(reject string) asm.Instructions {
-	return append(argField(asm.R3, s.l.SkBuff.Dev, reject), asm.JEq.Imm(asm.R3, 0, reject))
+	return append(s.reads.argField(asm.R3, s.l.SkBuff.Dev, reject), asm.JEq.Imm(asm.R3, 0, reject))
+}
+
+// regSkb holds the skb pointer for direct loads of its fields (in Setup,
+// which leaves R5 alone otherwise).
+const regSkb = asm.R5
+
+// skbFields makes the skb's fields loadable with loadSkb: it copies their
+// span, or leaves the typed skb pointer in regSkb.
+func (s *skbSource) skbFields(reject string) asm.Instructions {
+	if s.reads.typed {
+		return s.skbPointer()
+	}
+	return s.span.read(reject)
+}
+
+// skbPointer leaves the typed skb pointer in regSkb for loadSkb; the copied
+// span needs nothing.
+func (s *skbSource) skbPointer() asm.Instructions {
+	if s.reads.typed {
+		return asm.Instructions{asm.LoadMem(regSkb, asm.R10, slotArg, asm.DWord)}
+	}
+	return nil
+}
+
+// loadSkb loads field f of the skb, after skbFields or skbPointer.
+func (s *skbSource) loadSkb(dst asm.Register, f layout.Field) asm.Instruction {
+	if s.reads.typed {
+		return asm.LoadMem(dst, regSkb, int16(f.Offset), sizeOf(f.Size))
+	}
+	return s.span.load(dst, f)
 }
 
 // probed leaves the address of the probed struct in R3.
 func probed() asm.Instruction { return asm.LoadMem(asm.R3, asm.R10, slotArg, asm.DWord) }
 
+// reads is how a program reads the kernel structs that the probed pointer
+// leads to: copied with bpf_probe_read_kernel, or, where the pointer is
+// BTF-typed (typed), with direct loads that the verifier checks against
+// BTF and that read 0 where the memory faults.
+type reads struct{ typed bool }
+
 // argField leaves field f of the probed struct in dst.
-func argField(dst asm.Register, f layout.Field, reject string) asm.Instructions {
-	return append(asm.Instructions{probed()}, readField(dst, f, reject)...)
+func (r reads) argField(dst asm.Register, f layout.Field, reject string) asm.Instructions {
+	return append(asm.Instructions{probed()}, r.field(dst, f, reject)...)
 }
 
-// readField leaves in dst field f of the kernel struct that R3 points to.
-func readField(dst asm.Register, f layout.Field, reject string) asm.Instructions {
+// field leaves in dst field f of the kernel struct that R3 points to.
+func (r reads) field(dst asm.Register, f layout.Field, reject string) asm.Instructions {
+	if r.typed {
+		return asm.Instructions{asm.LoadMem(dst, asm.R3, int16(f.Offset), sizeOf(f.Size))}
+	}
 	insns := asm.Instructions{asm.Add.Imm(asm.R3, int32(f.Offset))}
 	insns = append(insns, probeRead(slotFetch, int32(f.Size), reject)...)
 	return append(insns, asm.LoadMem(dst, asm.R10, slotFetch, sizeOf(f.Size)))
 }
 
 // netnsInode leaves in dst the inode number of the network namespace that
-// field net (a struct net *) of the struct R3 points to names.
-func netnsInode(l *layout.Layout, dst asm.Register, net layout.Field, reject string) asm.Instructions {
-	insns := readField(asm.R3, net, reject)
-	return append(insns, readField(dst, l.Net.Inum, reject)...)
+// field net (a struct net *) of the struct R3 points to names; a NULL one
+// (a typed load that faulted) jumps to reject.
+func (r reads) netnsInode(l *layout.Layout, dst asm.Register, net layout.Field, reject string) asm.Instructions {
+	insns := r.field(asm.R3, net, reject)
+	insns = append(insns, asm.JEq.Imm(asm.R3, 0, reject))
+	return append(insns, r.field(dst, l.Net.Inum, reject)...)
 }
 
 // Setup finds the IP header, slotSkip bytes past the network header, and
@@ -348,19 +391,19 @@ func netnsInode(l *layout.Layout, dst asm.Register, net layout.Field, reject str
 func (s *skbSource) Setup(reject string) asm.Instructions {
 	sk := s.l.SkBuff
 	useData := s.labels.next(reject, "use_data")
-	insns := asm.Instructions{
-		s.span.load(asm.R1, sk.Data),
-		s.span.load(asm.R2, sk.Head),
+	insns := append(s.skbPointer(),
+		s.loadSkb(asm.R1, sk.Data),
+		s.loadSkb(asm.R2, sk.Head),
 		asm.Sub.Reg(asm.R1, asm.R2), // R1 = data offset
-		s.span.load(asm.R3, sk.Len),
-		s.span.load(asm.R4, sk.DataLen),
+		s.loadSkb(asm.R3, sk.Len),
+		s.loadSkb(asm.R4, sk.DataLen),
 		asm.Sub.Reg(asm.R3, asm.R4),
 		asm.Add.Reg(asm.R3, asm.R1), // R3 = linear end offset
-	}
+	)
 	if !s.fromData {
 		// network_header is 0 until the kernel first sets it.
 		insns = append(insns,
-			s.span.load(asm.R4, sk.NetworkHeader),
+			s.loadSkb(asm.R4, sk.NetworkHeader),
 			asm.JEq.Imm(asm.R4, 0, useData),
 			asm.Mov.Reg(asm.R1, asm.R4),
 		)
@@ -468,7 +511,7 @@ func (s *sockSource) DeviceNetns(dst asm.Register, reject string) asm.Instructio
 
 // Netns is the socket's namespace: a socket-level row always has one.
 func (s *sockSource) Netns(dst asm.Register, reject, undecided string) asm.Instructions {
-	return append(asm.Instructions{probed()}, netnsInode(s.l, dst, s.sk.Net, reject)...)
+	return append(asm.Instructions{probed()}, reads{}.netnsInode(s.l, dst, s.sk.Net, reject)...)
 }
 
 // Setup writes the made-up header to slotSynth and points R7 at it.

@@ -238,11 +238,41 @@ func startCommand(t *testing.T, argv []string) *run {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	checkTracepointMechanism(t, r.stderr.String())
 	return r
 }
 
 // readyLine is what skbstat -v prints once everything is attached.
 const readyLine = "skbstat: tracing"
+
+var (
+	layoutLineRE     = regexp.MustCompile(`(?m)^skbstat: layout: (.*)$`)
+	tracepointLineRE = regexp.MustCompile(`(?m)^skbstat: \w+: (\w+:\w+) attached as (.+)$`)
+)
+
+// checkTracepointMechanism fails unless every tracepoint in skbstat -v's
+// stderr attached with the best hook its layout allows: tp_btf with the
+// running kernel's BTF, a raw tracepoint with a BTF file, a perf
+// tracepoint calibrated (no BTF types its arguments).
+func checkTracepointMechanism(t *testing.T, stderr string) {
+	t.Helper()
+	m := layoutLineRE.FindStringSubmatch(stderr)
+	if m == nil {
+		return // skbstat -v without layout (none of the tests' runs)
+	}
+	want := "perf tracepoint"
+	switch {
+	case m[1] == "kernel BTF":
+		want = "tp_btf"
+	case strings.HasPrefix(m[1], "BTF file "):
+		want = "raw tracepoint"
+	}
+	for _, a := range tracepointLineRE.FindAllStringSubmatch(stderr, -1) {
+		if a[2] != want {
+			t.Errorf("%s attached as %s with layout %q, want %s", a[1], a[2], m[1], want)
+		}
+	}
+}
 
 // stop sends sig, waits for exit status 0 and returns the parsed output.
 func (r *run) stop(t *testing.T, sig syscall.Signal) []interval {
