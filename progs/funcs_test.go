@@ -285,10 +285,11 @@ func TestSocketRowsVerify(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			insns, err := program(&probe{section: k.section, name: k.name, fn: &target}, h, Config{Layout: l, Filter: f}, 1)
+			g, err := program(&probe{section: k.section, name: k.name, fn: &target}, h, Config{Layout: l, Filter: f}, 1)
 			if err != nil {
 				t.Fatal(err)
 			}
+			insns := g.insns
 			if err := insns.AssociateMap(rowsMap, rows); err != nil {
 				t.Fatal(err)
 			}

@@ -256,14 +256,22 @@ func noteRow(rows uint32, s Section, c Cause) uint32 {
 	return rows + uint32(s)*uint32(numNoted) + uint32(c)
 }
 
+// generated is a probe's program, and where in it the filter's code lies.
+type generated struct {
+	insns                  asm.Instructions
+	filterStart, filterEnd int // insns[filterStart:filterEnd]
+}
+
 // program generates the instructions of probe p at hook h.
-func program(p *probe, h hook, cfg Config, rows uint32) (asm.Instructions, error) {
+func program(p *probe, h hook, cfg Config, rows uint32) (generated, error) {
 	src, err := source(p, h, cfg)
 	if err != nil {
-		return nil, err
+		return generated{}, err
 	}
 	insns := prologue(p.name, h)
+	g := generated{filterStart: len(insns)}
 	insns = append(insns, cfg.Filter.Instructions(src, cfg.Layout.ByteOrder, "exit")...)
+	g.filterEnd = len(insns)
 	count := countRow(h.storeRowKey(p.row), "exit", cfg.update)
 	if p.stacks() {
 		count = countStack(p.section, h, rows, cfg.update, !cfg.Locations)
@@ -271,7 +279,31 @@ func program(p *probe, h hook, cfg Config, rows uint32) (asm.Instructions, error
 	count[0] = count[0].WithSource(asm.Comment("count"))
 	insns = append(insns, count...)
 	insns = append(insns, epilogue()...)
-	return append(insns, countUndecided(insns, p.section, rows, cfg.update)...), nil
+	g.insns = append(insns, countUndecided(insns, p.section, rows, cfg.update)...)
+	return g, nil
+}
+
+// rejectedRun is how many instructions a packet runs that every condition
+// of the filter but its last lets through, and that one rejects: the
+// shortest run through the filter's last jump to the reject label. ok is
+// false where the filter rejects nothing.
+func (g generated) rejectedRun() (n int, ok bool) {
+	for i := g.filterEnd - 1; i >= g.filterStart; i-- {
+		if g.insns[i].Reference() == "exit" {
+			n = newInstructionGraph(g.insns).shortestRunThrough(i)
+			return n, n > 0
+		}
+	}
+	return 0, false
+}
+
+// header is the line --dump-bpf prints before a program's instructions.
+func (g generated) header(p *probe, h hook) string {
+	line := fmt.Sprintf("; %s (%s, %s): %d instructions", p.name, p.prog, h.mechanism(), len(g.insns))
+	if n, ok := g.rejectedRun(); ok {
+		line += fmt.Sprintf(", %d run by a packet the last condition rejects", n)
+	}
+	return line
 }
 
 // countUndecided counts the packets that the filter in insns could not
@@ -458,11 +490,11 @@ func Dump(w io.Writer, cfg Config) error {
 			fmt.Fprintf(w, "; %s: %v\n", p.name, err)
 			continue
 		}
-		insns, err := program(p, h, cfg, rows)
+		g, err := program(p, h, cfg, rows)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(w, "; %s (%s, %s): %d instructions\n%v\n", p.name, p.prog, h.mechanism(), len(insns), insns)
+		fmt.Fprintf(w, "%s\n%v\n", g.header(p, h), g.insns)
 	}
 	return nil
 }

@@ -227,10 +227,11 @@ func (s *Set) attachHook(p *probe, h hook, cfg Config) error {
 	if cfg.update == plainAdd && h.nests() {
 		return errNests
 	}
-	insns, err := program(p, h, cfg, s.rows)
+	g, err := program(p, h, cfg, s.rows)
 	if err != nil {
 		return err
 	}
+	insns := g.insns
 	for name, m := range s.maps {
 		if err := insns.AssociateMap(name, m); err != nil && !errors.Is(err, asm.ErrUnreferencedSymbol) {
 			return err
