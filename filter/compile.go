@@ -10,9 +10,12 @@ import (
 
 // Registers of the generated code, within the Source register contract.
 const (
-	regPtr   = asm.R1 // bytes made readable by the latest Fetch
-	regTmp   = asm.R2
-	regTmp2  = asm.R3
+	regPtr  = asm.R1 // bytes made readable by the latest Fetch
+	regTmp  = asm.R2
+	regTmp2 = asm.R3
+	// regPorts points at the ports where the header's read brought them
+	// along, else is 0.
+	regPorts = asm.R4
 	regOff   = asm.R8 // offset of the next header past the network header
 	regProto = asm.R9 // upper-layer protocol number
 )
@@ -155,14 +158,27 @@ func checkDevice(src Source, f Filter, reject string) asm.Instructions {
 func checkNetns(src Source, netns uint32, reject string) asm.Instructions {
 	insns := src.Netns(regTmp, reject, UndecidedLabel(reject, NoNamespace))
 	return commented(fmt.Sprintf("filter: netns %d", netns),
-		append(insns, asm.JNE.Imm32(regTmp, int32(netns), reject)))
+		append(insns, after(insns, reject, "Netns", asm.JNE.Imm32(regTmp, int32(netns), reject))))
 }
 
 // checkEthertype rejects packets whose ethertype is not want.
 func (g generator) checkEthertype(want []byte) asm.Instructions {
 	insns := g.src.Ethertype(regTmp, g.reject)
 	return commented(fmt.Sprintf("filter: ethertype 0x%04x", binary.BigEndian.Uint16(want)),
-		append(insns, asm.JNE.Imm32(regTmp, int32(g.order.Uint16(want)), g.reject)))
+		append(insns, after(insns, g.reject, "Ethertype", asm.JNE.Imm32(regTmp, int32(g.order.Uint16(want)), g.reject))))
+}
+
+// after is next, the instruction after the code src of the Source method
+// named method, with the label Continue(reject, method) where src jumps
+// there.
+func after(src asm.Instructions, reject, method string, next asm.Instruction) asm.Instruction {
+	label := Continue(reject, method)
+	for _, ins := range src {
+		if ins.Reference() == label {
+			return next.WithSymbol(label)
+		}
+	}
+	return next
 }
 
 // dispatchFamily continues with the IPv4 code after it for IPv4, jumps to
@@ -170,17 +186,38 @@ func (g generator) checkEthertype(want []byte) asm.Instructions {
 func (g generator) dispatchFamily() asm.Instructions {
 	insns := g.src.Ethertype(regTmp, g.reject)
 	return commented("filter: IPv4 or IPv6", append(insns,
-		asm.JEq.Imm32(regTmp, int32(g.order.Uint16(ethIPv6)), g.label("ipv6")),
+		after(insns, g.reject, "Ethertype", asm.JEq.Imm32(regTmp, int32(g.order.Uint16(ethIPv6)), g.label("ipv6"))),
 		asm.JNE.Imm32(regTmp, int32(g.order.Uint16(ethIPv4)), g.reject),
 	))
 }
 
-// fetchHeader makes the fixed IP header of size bytes readable at regPtr.
-func (g generator) fetchHeader(size int32) asm.Instructions {
+// fetchHeader makes the fixed IP header of headerLen bytes readable at
+// regPtr, and the ports after it where the filter has port conditions: a
+// packet too short for them has none to match.
+func (g generator) fetchHeader(headerLen int32) asm.Instructions {
+	size := headerLen
+	if g.f.hasPortCondition() {
+		size += portsLen
+	}
 	insns := asm.Instructions{asm.Mov.Imm(regOff, 0)}
 	insns = append(insns, g.src.Setup(g.reject)...)
-	return commented(fmt.Sprintf("filter: fetch the %d-byte IP header", size),
+	return commented(fmt.Sprintf("filter: fetch the %d-byte IP header (%d bytes)", headerLen, size),
 		append(insns, g.src.Fetch(regPtr, regOff, size, g.reject)...))
+}
+
+// portsAfterHeader sets regPorts for port conditions: to the ports that
+// fetchHeader brought along where the transport header follows the fixed
+// header (at regOff == headerLen), else to 0.
+func (g generator) portsAfterHeader(headerLen int32) asm.Instructions {
+	if !g.f.hasPortCondition() {
+		return nil
+	}
+	return asm.Instructions{
+		asm.Mov.Imm(regPorts, 0),
+		jumpBy(asm.JNE, regOff, headerLen, 2),
+		asm.Mov.Reg(regPorts, regPtr),
+		asm.Add.Imm(regPorts, headerLen),
+	}
 }
 
 // ipv4 checks the IPv4 header, and leaves the protocol in regProto and the
@@ -196,7 +233,7 @@ func (g generator) ipv4() asm.Instructions {
 	if ports {
 		insns = append(insns, g.rejectLaterFragment(ipv4FragOffset, []byte{0x1f, 0xff}, g.reject)...)
 	}
-	return insns
+	return append(insns, g.portsAfterHeader(ipv4HeaderLen)...)
 }
 
 // ipv6 checks the IPv6 header and walks its extension headers where later
@@ -210,6 +247,7 @@ func (g generator) ipv6() asm.Instructions {
 			asm.LoadMem(regProto, regPtr, ipv6NextHdrOffset, asm.Byte),
 			asm.Mov.Imm(regOff, ipv6HeaderLen),
 		)
+		insns = append(insns, g.portsAfterHeader(ipv6HeaderLen)...)
 		insns = append(insns, g.walkExtensionHeaders()...)
 	}
 	return insns
@@ -333,6 +371,9 @@ func (g generator) walkExtensionHeaders() asm.Instructions {
 		asm.StoreMem(asm.R10, count, regTmp, asm.DWord),
 	}
 	insns = append(insns, g.src.Fetch(regPtr, regOff, extHeaderLen, g.reject)...)
+	if g.f.hasPortCondition() {
+		insns = append(insns, asm.Mov.Imm(regPorts, 0)) // past the header read
+	}
 	insns = append(insns,
 		asm.JEq.Imm(regProto, protoFragment, fragment),
 		asm.LoadMem(regTmp, regPtr, extLen, asm.Byte),
@@ -362,7 +403,9 @@ func (g generator) transport() asm.Instructions {
 	if !g.f.Proto.Set {
 		insns = append(insns, g.checkCarriesPorts()...)
 	}
-	insns = append(insns, g.src.Fetch(regPtr, regOff, portsLen, g.reject)...)
+	fetch := g.src.Fetch(regPorts, regOff, portsLen, g.reject)
+	insns = append(insns, jumpBy(asm.JNE, regPorts, 0, int16(fetch.Size()/asm.InstructionSize)))
+	insns = append(insns, fetch...)
 	return append(insns, g.comparePorts()...)
 }
 
@@ -376,7 +419,7 @@ func (g generator) checkCarriesPorts() asm.Instructions {
 	}
 }
 
-// comparePorts checks the port conditions against the ports at regPtr.
+// comparePorts checks the port conditions against the ports at regPorts.
 func (g generator) comparePorts() asm.Instructions {
 	sport, dport := regTmp, regTmp2
 	var insns asm.Instructions
@@ -401,11 +444,11 @@ func (g generator) comparePorts() asm.Instructions {
 	return commented("filter: ports", insns)
 }
 
-// loadPort loads the port at off from regPtr into dst as a host-order
+// loadPort loads the port at off from regPorts into dst as a host-order
 // number.
 func loadPort(dst asm.Register, off int16) asm.Instructions {
 	return asm.Instructions{
-		asm.LoadMem(dst, regPtr, off, asm.Half),
+		asm.LoadMem(dst, regPorts, off, asm.Half),
 		asm.HostTo(asm.BE, dst, asm.Half),
 	}
 }

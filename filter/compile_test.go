@@ -65,7 +65,7 @@ func TestInstructionCounts(t *testing.T) {
 		{"--netns -p udp", Options{Proto: "udp"}, 0, xdpNetns, 116},
 		{"-s 10.0.0.0/8 -d 192.168.0.0/16 -N 10.1.0.0/16 -S 1024-65535 -D 80 -P 80-90 -p tcp -I lo",
 			Options{Saddr: "10.0.0.0/8", Daddr: "192.168.0.0/16", Addr: "10.1.0.0/16", Sport: "1024-65535", Dport: "80", Port: "80-90", Proto: "tcp"},
-			loIfindex, 0, 42},
+			loIfindex, 0, 44},
 		{"-s fd00::/64 -d ff02::1 -N fd00::/8 -S 1024-65535 -D 80 -P 80-90 -p tcp -I lo",
 			Options{Saddr: "fd00::/64", Daddr: "ff02::1", Addr: "fd00::/8", Sport: "1024-65535", Dport: "80", Port: "80-90", Proto: "tcp"},
 			loIfindex, 0, 140},

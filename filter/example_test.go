@@ -22,58 +22,63 @@ func ExampleFilter_Instructions() {
 	}
 	// Output:
 	// src 10.0.0.0/8 and proto udp and dst port 53
-	// 	  ; filter: ethertype 0x0800
-	// 	 0: LdXMemW dst: r3 src: r6 off: 0 imm: 0
-	// 	 1: LdXMemW dst: r4 src: r6 off: 4 imm: 0
-	// 	 2: MovReg dst: r2 src: r3
-	// 	 3: AddImm dst: r2 imm: 14
-	// 	 4: JGTReg dst: r2 off: -1 src: r4 <reject>
-	// 	 5: LdXMemH dst: r2 src: r3 off: 12 imm: 0
-	// 	 6: JNE32Imm dst: r2 off: -1 imm: 8 <reject>
-	// 	  ; filter: fetch the 20-byte IP header
-	// 	 7: MovImm dst: r8 imm: 0
-	// 	 8: LdXMemW dst: r7 src: r6 off: 0 imm: 0
-	// 	 9: AddImm dst: r7 imm: 14
-	// 	10: MovReg dst: r2 src: r8
-	// 	11: AddImm dst: r2 imm: 14
-	// 	12: MovReg dst: r1 src: r6
-	// 	13: MovReg dst: r3 src: rfp
-	// 	14: AddImm dst: r3 imm: -64
-	// 	15: MovImm dst: r4 imm: 20
-	// 	16: Call FnXdpLoadBytes
-	// 	17: JNEImm dst: r0 off: -1 imm: 0 <reject>
-	// 	18: MovReg dst: r1 src: rfp
-	// 	19: AddImm dst: r1 imm: -64
-	// 	20: LdXMemB dst: r2 src: r1 off: 0 imm: 0
-	// 	21: MovReg dst: r8 src: r2
-	// 	22: AndImm dst: r8 imm: 15
-	// 	23: RShImm dst: r2 imm: 4
-	// 	24: JNEImm dst: r2 off: -1 imm: 4 <reject>
-	// 	25: JLTImm dst: r8 off: -1 imm: 5 <reject>
-	// 	26: LShImm dst: r8 imm: 2
-	// 	  ; filter: address at header offset 12 in 10.0.0.0/8
-	// 	27: LdXMemW dst: r2 src: r1 off: 12 imm: 0
-	// 	28: AndImm32 dst: r2 imm: 255
-	// 	29: JNE32Imm dst: r2 off: -1 imm: 10 <reject>
-	// 	30: LdXMemB dst: r9 src: r1 off: 9 imm: 0
-	// 	31: LdXMemH dst: r2 src: r1 off: 6 imm: 0
-	// 	32: AndImm32 dst: r2 imm: 65311
-	// 	33: JNE32Imm dst: r2 off: -1 imm: 0 <reject>
-	// 	34: JNEImm dst: r9 off: -1 imm: 17 <reject>
-	// 	35: MovReg dst: r2 src: r8
-	// 	36: AddImm dst: r2 imm: 14
-	// 	37: MovReg dst: r1 src: r6
-	// 	38: MovReg dst: r3 src: rfp
-	// 	39: AddImm dst: r3 imm: -64
-	// 	40: MovImm dst: r4 imm: 4
-	// 	41: Call FnXdpLoadBytes
-	// 	42: JNEImm dst: r0 off: -1 imm: 0 <reject>
-	// 	43: MovReg dst: r1 src: rfp
-	// 	44: AddImm dst: r1 imm: -64
-	// 	  ; filter: ports
-	// 	45: LdXMemH dst: r3 src: r1 off: 2 imm: 0
-	// 	46: SwapBE dst: r3
-	// 	47: JNEImm dst: r3 off: -1 imm: 53 <reject>
+	// 	   ; filter: ethertype 0x0800
+	// 	  0: LdXMemW dst: r3 src: r6 off: 0 imm: 0
+	// 	  1: LdXMemW dst: r4 src: r6 off: 4 imm: 0
+	// 	  2: MovReg dst: r2 src: r3
+	// 	  3: AddImm dst: r2 imm: 14
+	// 	  4: JGTReg dst: r2 off: -1 src: r4 <reject>
+	// 	  5: LdXMemH dst: r2 src: r3 off: 12 imm: 0
+	// 	  6: JNE32Imm dst: r2 off: -1 imm: 8 <reject>
+	// 	   ; filter: fetch the 20-byte IP header (24 bytes)
+	// 	  7: MovImm dst: r8 imm: 0
+	// 	  8: LdXMemW dst: r7 src: r6 off: 0 imm: 0
+	// 	  9: AddImm dst: r7 imm: 14
+	// 	 10: MovReg dst: r2 src: r8
+	// 	 11: AddImm dst: r2 imm: 14
+	// 	 12: MovReg dst: r1 src: r6
+	// 	 13: MovReg dst: r3 src: rfp
+	// 	 14: AddImm dst: r3 imm: -64
+	// 	 15: MovImm dst: r4 imm: 24
+	// 	 16: Call FnXdpLoadBytes
+	// 	 17: JNEImm dst: r0 off: -1 imm: 0 <reject>
+	// 	 18: MovReg dst: r1 src: rfp
+	// 	 19: AddImm dst: r1 imm: -64
+	// 	 20: LdXMemB dst: r2 src: r1 off: 0 imm: 0
+	// 	 21: MovReg dst: r8 src: r2
+	// 	 22: AndImm dst: r8 imm: 15
+	// 	 23: RShImm dst: r2 imm: 4
+	// 	 24: JNEImm dst: r2 off: -1 imm: 4 <reject>
+	// 	 25: JLTImm dst: r8 off: -1 imm: 5 <reject>
+	// 	 26: LShImm dst: r8 imm: 2
+	// 	   ; filter: address at header offset 12 in 10.0.0.0/8
+	// 	 27: LdXMemW dst: r2 src: r1 off: 12 imm: 0
+	// 	 28: AndImm32 dst: r2 imm: 255
+	// 	 29: JNE32Imm dst: r2 off: -1 imm: 10 <reject>
+	// 	 30: LdXMemB dst: r9 src: r1 off: 9 imm: 0
+	// 	 31: LdXMemH dst: r2 src: r1 off: 6 imm: 0
+	// 	 32: AndImm32 dst: r2 imm: 65311
+	// 	 33: JNE32Imm dst: r2 off: -1 imm: 0 <reject>
+	// 	 34: MovImm dst: r4 imm: 0
+	// 	 35: JNEImm dst: r8 off: 2 imm: 20
+	// 	 36: MovReg dst: r4 src: r1
+	// 	 37: AddImm dst: r4 imm: 20
+	// 	 38: JNEImm dst: r9 off: -1 imm: 17 <reject>
+	// 	 39: JNEImm dst: r4 off: 10 imm: 0
+	// 	 40: MovReg dst: r2 src: r8
+	// 	 41: AddImm dst: r2 imm: 14
+	// 	 42: MovReg dst: r1 src: r6
+	// 	 43: MovReg dst: r3 src: rfp
+	// 	 44: AddImm dst: r3 imm: -64
+	// 	 45: MovImm dst: r4 imm: 4
+	// 	 46: Call FnXdpLoadBytes
+	// 	 47: JNEImm dst: r0 off: -1 imm: 0 <reject>
+	// 	 48: MovReg dst: r4 src: rfp
+	// 	 49: AddImm dst: r4 imm: -64
+	// 	   ; filter: ports
+	// 	 50: LdXMemH dst: r3 src: r4 off: 2 imm: 0
+	// 	 51: SwapBE dst: r3
+	// 	 52: JNEImm dst: r3 off: -1 imm: 53 <reject>
 }
 
 func ExampleParse() {

@@ -15,12 +15,15 @@ import "github.com/cilium/ebpf/asm"
 //   - R8 and R9 belong to the filter. A Source never writes them.
 //   - R0-R5 are scratch: any Source method may clobber them.
 //
-// Every method that can fail jumps to reject; otherwise it falls through.
+// Every method that can fail jumps to reject; otherwise it falls through,
+// or, from code it places after its own, jumps to Continue(reject, method)
+// with its result set.
 type Source interface {
 	// Ethertype leaves the ethertype of the packet's IP header (an ETH_P_*
 	// value: skb->protocol, or the ethertype behind the VLAN tags in the
 	// packet data) in dst exactly as it is stored in memory, that is in
-	// network byte order, zero-extended.
+	// network byte order, zero-extended. A packet without an IP header
+	// may jump to reject.
 	Ethertype(dst asm.Register, reject string) asm.Instructions
 
 	// Ifindex leaves the index of the packet's network device in dst; a
@@ -51,4 +54,11 @@ type Source interface {
 	// Scratch is an 8-byte, 8-aligned stack slot, as an offset from R10,
 	// that the filter code may use while it runs.
 	Scratch() int16
+}
+
+// Continue is the label that the filter code puts on its instruction right
+// after the code of the Source method named method ("Ethertype", "Netns"),
+// so that the method's code can end on a real instruction of the filter.
+func Continue(reject, method string) string {
+	return reject + "_filter_after_" + method
 }

@@ -127,26 +127,33 @@ func attachProof(l *layout.Layout, rows *ebpf.Map, tp tracepoint, checks []check
 // its counter, the row of its index.
 func proofProgram(l *layout.Layout, h hook, tp tracepoint, checks []check) (asm.Instructions, error) {
 	insns := prologue(tp.group+":"+tp.name, h)
-	next := "check_start"
+	var ours []int // the indices of tp's checks, their counters
 	for i, c := range checks {
-		if c.group != tp.group || c.name != tp.name {
-			continue
+		if c.group == tp.group && c.name == tp.name {
+			ours = append(ours, i)
 		}
+	}
+	for i, counter := range ours {
+		c := checks[counter]
 		src, err := newSkbSource(l, reads{typed: h.typedArg()}, tp.name == "netif_receive_skb", c.filter)
 		if err != nil {
 			return nil, err
 		}
-		// R6 holds the context: the one register every path has set.
-		insns = append(insns, asm.Mov.Reg(asm.R6, asm.R6).WithSymbol(next))
-		next = fmt.Sprintf("check_after%d", i)
+		// Each check goes on at the next, the last at the exit.
+		next := "exit"
+		if i+1 < len(ours) {
+			next = fmt.Sprintf("check%d", i+1)
+		}
 		match := c.filter.Instructions(src, l.ByteOrder, next)
-		insns = append(insns, match...)
 		// A plain add: a count lost where programs nest would fail the proof,
 		// never pass it wrongly.
-		insns = append(insns, countRow(rowImmediate{}.storeRowKey(uint32(i)), next, plainAdd)...)
-		insns = append(insns, undecidedAsRejected(match, next)...)
+		code := append(match, countRow(rowImmediate{}.storeRowKey(uint32(counter)), next, plainAdd)...)
+		code = append(code, undecidedAsRejected(match, next)...)
+		if i > 0 {
+			code[0] = code[0].WithSymbol(fmt.Sprintf("check%d", i))
+		}
+		insns = append(insns, code...)
 	}
-	insns = append(insns, asm.Mov.Reg(asm.R6, asm.R6).WithSymbol(next))
 	return append(insns, epilogue()...), nil
 }
 

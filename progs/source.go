@@ -18,10 +18,7 @@ import (
 const (
 	slotArg   = -8  // the probe's struct sk_buff * or struct sock *
 	slotAvail = -16 // bytes Fetch may read from the IP header on
-	// slotSkip: bytes of VLAN tags between the network header and the IP
-	// header, which Setup skips.
-	slotSkip = -24
-	slotKey  = -48 // count key (a row's 4 bytes, a stackKey's 24)
+	slotKey   = -48 // count key (a row's 4 bytes, a stackKey's 24)
 	// slotScratch is the filter's (filter.Source.Scratch). It shares the
 	// count key's bytes: the key is written only after the filter ran.
 	slotScratch = slotKey
@@ -103,19 +100,22 @@ func probeRead(slot int16, size int32, reject string) asm.Instructions {
 }
 
 // fetch is the Fetch of both Sources: copy size bytes at R7 + off into the
-// fetch buffer, after checking them against the bytes available.
+// fetch buffer, after checking them against the bytes available. off is
+// none of R1-R3, which the check and the call's arguments use.
 func fetch(dst, off asm.Register, size int32, reject string) asm.Instructions {
 	if size > fetchSize {
 		panic(fmt.Sprintf("filter fetch of %d bytes exceeds the %d-byte buffer", size, fetchSize))
 	}
+	if off >= asm.R1 && off <= asm.R3 {
+		panic(fmt.Sprintf("filter fetch at an offset in %v, which fetch uses", off))
+	}
 	insns := asm.Instructions{
-		asm.Mov.Reg(asm.R4, off),
-		asm.Mov.Reg(asm.R1, asm.R4),
+		asm.Mov.Reg(asm.R1, off),
 		asm.Add.Imm(asm.R1, size),
 		asm.LoadMem(asm.R2, asm.R10, slotAvail, asm.Word),
 		asm.JGT.Reg(asm.R1, asm.R2, reject),
 		asm.Mov.Reg(asm.R3, asm.R7),
-		asm.Add.Reg(asm.R3, asm.R4),
+		asm.Add.Reg(asm.R3, off),
 	}
 	insns = append(insns, probeRead(slotFetch, size, reject)...)
 	return append(insns,
@@ -204,47 +204,46 @@ func socketNet(l *layout.Layout) (layout.Field, error) {
 	return sc.Net, nil
 }
 
-// Ethertype copies the skb's fields once; Setup uses them too. It leaves the
-// ethertype of the IP header: skb->protocol, but a packet the host makes
-// has none until ip_local_out sets it, and a VLAN tag in the packet data
-// makes it the tag's TPID.
+// Ethertype reads the skb's fields and finds the IP header (locate), once
+// for every later Fetch. It leaves the ethertype of the IP header:
+// skb->protocol, but a packet the host makes has none until ip_local_out
+// sets it, and a VLAN tag in the packet data makes it the tag's TPID. Both
+// are rare: their code lies after the common path's.
 func (s *skbSource) Ethertype(dst asm.Register, reject string) asm.Instructions {
+	if dst == asm.R1 || dst == regSkb {
+		panic(fmt.Sprintf("skbSource.Ethertype into %v, which it uses", dst))
+	}
 	order := s.l.ByteOrder
-	known, tagged := s.labels.next(reject, "protocol"), s.labels.next(reject, "vlan")
-	insns := append(s.skbFields(reject),
-		asm.StoreImm(asm.R10, slotSkip, 0, asm.Word).WithSource(asm.Comment("no VLAN tag to skip")),
+	unset, tagged := s.labels.next(reject, "no_protocol"), s.labels.next(reject, "vlan")
+	insns := append(s.skbFields(reject), s.locate(reject)...)
+	insns = append(insns,
 		s.loadSkb(dst, s.l.SkBuff.Protocol),
 		asm.JEq.Imm(dst, ethertype(order, ethP8021Q), tagged),
 		asm.JEq.Imm(dst, ethertype(order, ethP8021AD), tagged),
-		asm.JNE.Imm(dst, 0, known),
+		asm.JNE.Imm(dst, 0, filter.Continue(reject, "Ethertype")),
 	)
-	insns = append(insns, s.versionEthertype(dst, reject, known)...)
-	tags := s.innerEthertype(dst, reject, known)
+	version := s.versionEthertype(dst, reject)
+	version[0] = version[0].WithSymbol(unset)
+	tags := s.innerEthertype(dst, reject)
 	tags[0] = tags[0].WithSymbol(tagged)
-	return append(append(insns, tags...), asm.Mov.Reg(dst, dst).WithSymbol(known))
+	return append(append(insns, version...), tags...)
 }
 
 // versionEthertype leaves in dst the ethertype that the IP version at the
-// network header tells, or 0, and goes on at done.
-func (s *skbSource) versionEthertype(dst asm.Register, reject, done string) asm.Instructions {
+// IP header tells, and goes on after Ethertype; other versions are no IP.
+func (s *skbSource) versionEthertype(dst asm.Register, reject string) asm.Instructions {
 	order := s.l.ByteOrder
-	version := asm.R5
-	if dst == version {
-		version = asm.R4
-	}
-	insns := s.Setup(reject)
-	insns[0] = insns[0].WithSource(asm.Comment("no skb->protocol yet: the IP version tells"))
-	insns = append(insns, asm.Mov.Imm(asm.R4, 0))
+	done := filter.Continue(reject, "Ethertype")
+	insns := asm.Instructions{asm.Mov.Imm(asm.R4, 0).WithSource(asm.Comment("no skb->protocol yet: the IP version tells"))}
 	insns = append(insns, fetch(asm.R1, asm.R4, 1, reject)...)
 	return append(insns,
-		asm.LoadMem(version, asm.R1, 0, asm.Byte),
-		asm.RSh.Imm(version, 4),
+		asm.LoadMem(asm.R4, asm.R1, 0, asm.Byte),
+		asm.RSh.Imm(asm.R4, 4),
 		asm.Mov.Imm(dst, ethertype(order, ethPIP)),
-		asm.JEq.Imm(version, 4, done),
+		asm.JEq.Imm(asm.R4, 4, done),
 		asm.Mov.Imm(dst, ethertype(order, ethPIPv6)),
-		asm.JEq.Imm(version, 6, done),
-		asm.Mov.Imm(dst, 0),
-		asm.Ja.Label(done),
+		asm.JEq.Imm(asm.R4, 6, done),
+		asm.Ja.Label(reject),
 	)
 }
 
@@ -256,38 +255,47 @@ const (
 )
 
 // innerEthertype leaves in dst the ethertype after the VLAN tags in the
-// packet data, and in slotSkip their length, and goes on at done. The
-// ethertype just before the network header tells where the tags are: where
-// the network header is at the first tag (skb->data at
-// net:netif_receive_skb, before the kernel untags, or a packet untagged
-// once), that ethertype is a TPID and the tags follow it, 4 bytes each (TCI,
-// then the next ethertype); where a tag was put into the data after the
-// network header was set (validate_xmit_vlan), it is the inner ethertype
-// already. A third tag leaves a TPID in dst, which is no IP.
-func (s *skbSource) innerEthertype(dst asm.Register, reject, done string) asm.Instructions {
+// packet data, and moves the IP header past them. The ethertype just
+// before the network header tells where the tags are: where the network
+// header is at the first tag (skb->data at net:netif_receive_skb, before
+// the kernel untags, or a packet untagged once), that ethertype is a TPID
+// and the tags follow it, 4 bytes each (TCI, then the next ethertype);
+// where a tag was put into the data after the network header was set
+// (validate_xmit_vlan), it is the inner ethertype already. A third tag
+// leaves a TPID in dst, which is no IP. It ends where Ethertype does.
+func (s *skbSource) innerEthertype(dst asm.Register, reject string) asm.Instructions {
 	order := s.l.ByteOrder
-	insns := s.Setup(reject)
-	insns[0] = insns[0].WithSource(asm.Comment(fmt.Sprintf("VLAN: the ethertype after up to %d tags in the data", maxVLANTags)))
-	insns = append(insns,
-		asm.JLT.Imm(asm.R1, ethertypeLen, reject), // no ethertype before the network header
+	skipped := s.labels.next(reject, "vlan_skipped")
+	skip := asm.R4 // bytes of tags to skip
+	insns := asm.Instructions{
+		asm.JLT.Imm(asm.R1, ethertypeLen, reject).WithSource(asm.Comment(fmt.Sprintf("VLAN: the ethertype after up to %d tags in the data", maxVLANTags))), // no ethertype before the network header
 		asm.LoadMem(asm.R3, asm.R10, slotAvail, asm.Word),
 		asm.JLT.Imm(asm.R3, vlanTagLen*maxVLANTags, reject),
 		asm.Mov.Reg(asm.R3, asm.R7),
 		asm.Add.Imm(asm.R3, -ethertypeLen),
-	)
+	}
 	insns = append(insns, probeRead(slotFetch, ethertypeLen+vlanTagLen*maxVLANTags, reject)...)
-	insns = append(insns, asm.LoadMem(dst, asm.R10, slotFetch, asm.Half))
+	insns = append(insns,
+		asm.Mov.Imm(skip, 0),
+		asm.LoadMem(dst, asm.R10, slotFetch, asm.Half),
+	)
 	// While the ethertype in dst is a TPID, a tag follows: skip it.
 	for tag := int16(1); tag <= maxVLANTags; tag++ {
-		skip := s.labels.next(reject, "vlan_skip")
+		tpid := s.labels.next(reject, "vlan_tag")
 		insns = append(insns,
-			asm.JEq.Imm(dst, ethertype(order, ethP8021Q), skip),
-			asm.JNE.Imm(dst, ethertype(order, ethP8021AD), done),
-			asm.StoreImm(asm.R10, slotSkip, int64(vlanTagLen*tag), asm.Word).WithSymbol(skip),
+			asm.JEq.Imm(dst, ethertype(order, ethP8021Q), tpid),
+			asm.JNE.Imm(dst, ethertype(order, ethP8021AD), skipped),
+			asm.Mov.Imm(skip, int32(vlanTagLen*tag)).WithSymbol(tpid),
 			asm.LoadMem(dst, asm.R10, slotFetch+vlanTagLen*tag, asm.Half),
 		)
 	}
-	return insns
+	// There are at least vlanTagLen*maxVLANTags bytes to skip.
+	return append(insns,
+		asm.Add.Reg(asm.R7, skip).WithSymbol(skipped),
+		asm.LoadMem(asm.R3, asm.R10, slotAvail, asm.Word),
+		asm.Sub.Reg(asm.R3, skip),
+		asm.StoreMem(asm.R10, slotAvail, asm.R3, asm.Word),
+	)
 }
 
 func (s *skbSource) Ifindex(dst asm.Register, reject string) asm.Instructions {
@@ -303,17 +311,16 @@ func (s *skbSource) DeviceNetns(dst asm.Register, reject string) asm.Instruction
 // dev_scratch, which UDP writes while a datagram waits in a socket's
 // queue (and drops it there with no socket when the socket closes).
 func (s *skbSource) Netns(dst asm.Register, reject, undecided string) asm.Instructions {
-	noDevice, done := s.labels.next(reject, "no_device"), s.labels.next(reject, "netns")
+	noDevice := s.labels.next(reject, "no_device")
 	insns := s.reads.argField(asm.R3, s.l.SkBuff.Dev, reject)
 	insns = append(insns, asm.JEq.Imm(asm.R3, 0, noDevice))
 	insns = append(insns, s.reads.netnsInode(s.l, dst, s.l.NetDevice.Net, noDevice)...)
-	insns = append(insns, asm.Ja.Label(done))
+	insns = append(insns, asm.Ja.Label(filter.Continue(reject, "Netns")))
 	sock := s.reads.argField(asm.R3, s.l.SkBuff.Sk, reject)
 	sock[0] = sock[0].WithSymbol(noDevice).WithSource(asm.Comment("no device: the socket's namespace"))
 	insns = append(insns, sock...)
 	insns = append(insns, asm.JEq.Imm(asm.R3, 0, undecided))
-	insns = append(insns, s.reads.netnsInode(s.l, dst, s.sockNet, reject)...)
-	return append(insns, asm.Mov.Reg(dst, dst).WithSymbol(done))
+	return append(insns, s.reads.netnsInode(s.l, dst, s.sockNet, reject)...)
 }
 
 // device leaves skb->dev in R3, and rejects packets without one.
@@ -321,29 +328,20 @@ func (s *skbSource) device(reject string) asm.Instructions {
 	return append(s.reads.argField(asm.R3, s.l.SkBuff.Dev, reject), asm.JEq.Imm(asm.R3, 0, reject))
 }
 
-// regSkb holds the skb pointer for direct loads of its fields (in Setup,
-// which leaves R5 alone otherwise).
+// regSkb holds the skb pointer for direct loads of its fields (in
+// Ethertype, whose locate leaves R5 alone otherwise).
 const regSkb = asm.R5
 
 // skbFields makes the skb's fields loadable with loadSkb: it copies their
 // span, or leaves the typed skb pointer in regSkb.
 func (s *skbSource) skbFields(reject string) asm.Instructions {
 	if s.reads.typed {
-		return s.skbPointer()
+		return asm.Instructions{asm.LoadMem(regSkb, asm.R10, slotArg, asm.DWord)}
 	}
 	return s.span.read(reject)
 }
 
-// skbPointer leaves the typed skb pointer in regSkb for loadSkb; the copied
-// span needs nothing.
-func (s *skbSource) skbPointer() asm.Instructions {
-	if s.reads.typed {
-		return asm.Instructions{asm.LoadMem(regSkb, asm.R10, slotArg, asm.DWord)}
-	}
-	return nil
-}
-
-// loadSkb loads field f of the skb, after skbFields or skbPointer.
+// loadSkb loads field f of the skb, after skbFields.
 func (s *skbSource) loadSkb(dst asm.Register, f layout.Field) asm.Instruction {
 	if s.reads.typed {
 		return asm.LoadMem(dst, regSkb, int16(f.Offset), sizeOf(f.Size))
@@ -384,14 +382,14 @@ func (r reads) netnsInode(l *layout.Layout, dst asm.Register, net layout.Field, 
 	return append(insns, r.field(dst, l.Net.Inum, reject)...)
 }
 
-// Setup finds the IP header, slotSkip bytes past the network header, and
-// how many linear bytes follow it: R1 = its offset from head, R7 = head +
-// R1; slotAvail = linear end - R1, where the linear end is (data - head) +
-// (len - data_len).
-func (s *skbSource) Setup(reject string) asm.Instructions {
+// locate finds the IP header at the network header and how many linear
+// bytes follow it: R1 = its offset from head, R7 = head + R1; slotAvail =
+// linear end - R1, where the linear end is (data - head) + (len -
+// data_len).
+func (s *skbSource) locate(reject string) asm.Instructions {
 	sk := s.l.SkBuff
-	useData := s.labels.next(reject, "use_data")
-	insns := append(s.skbPointer(),
+	located := s.labels.next(reject, "located")
+	insns := asm.Instructions{
 		s.loadSkb(asm.R1, sk.Data),
 		s.loadSkb(asm.R2, sk.Head),
 		asm.Sub.Reg(asm.R1, asm.R2), // R1 = data offset
@@ -399,25 +397,26 @@ func (s *skbSource) Setup(reject string) asm.Instructions {
 		s.loadSkb(asm.R4, sk.DataLen),
 		asm.Sub.Reg(asm.R3, asm.R4),
 		asm.Add.Reg(asm.R3, asm.R1), // R3 = linear end offset
-	)
+	}
 	if !s.fromData {
 		// network_header is 0 until the kernel first sets it.
 		insns = append(insns,
 			s.loadSkb(asm.R4, sk.NetworkHeader),
-			asm.JEq.Imm(asm.R4, 0, useData),
+			asm.JEq.Imm(asm.R4, 0, located),
 			asm.Mov.Reg(asm.R1, asm.R4),
 		)
 	}
 	return append(insns,
-		asm.LoadMem(asm.R4, asm.R10, slotSkip, asm.Word).WithSymbol(useData),
-		asm.Add.Reg(asm.R1, asm.R4),
-		asm.JGT.Reg(asm.R1, asm.R3, reject),
+		asm.JGT.Reg(asm.R1, asm.R3, reject).WithSymbol(located),
 		asm.Sub.Reg(asm.R3, asm.R1),
 		asm.StoreMem(asm.R10, slotAvail, asm.R3, asm.Word),
 		asm.Mov.Reg(asm.R7, asm.R2),
 		asm.Add.Reg(asm.R7, asm.R1),
 	)
 }
+
+// Setup has nothing left to do: Ethertype located the IP header.
+func (s *skbSource) Setup(reject string) asm.Instructions { return nil }
 
 func (s *skbSource) Fetch(dst, off asm.Register, size int32, reject string) asm.Instructions {
 	return fetch(dst, off, size, reject)
@@ -468,7 +467,7 @@ const (
 // the wire), IPv6 for the other AF_INET6 sockets.
 func (s *sockSource) Ethertype(dst asm.Register, reject string) asm.Instructions {
 	order := s.l.ByteOrder
-	v4, v6, done := s.labels.next(reject, "sock_v4"), s.labels.next(reject, "sock_v6"), s.labels.next(reject, "sock_family")
+	v4, v6 := s.labels.next(reject, "sock_v4"), s.labels.next(reject, "sock_v6")
 	insns := append(s.span.read(reject),
 		s.span.load(asm.R1, s.sk.Family),
 		asm.JEq.Imm(asm.R1, afInet, v4),
@@ -492,10 +491,9 @@ func (s *sockSource) Ethertype(dst asm.Register, reject string) asm.Instructions
 	return append(insns,
 		asm.StoreImm(asm.R10, slotAvail, ipv4HeaderLen, asm.Word).WithSymbol(v4),
 		asm.Mov.Imm(dst, ethertype(order, ethPIP)),
-		asm.Ja.Label(done),
+		asm.Ja.Label(filter.Continue(reject, "Ethertype")),
 		asm.StoreImm(asm.R10, slotAvail, ipv6HeaderLen, asm.Word).WithSymbol(v6),
 		asm.Mov.Imm(dst, ethertype(order, ethPIPv6)),
-		asm.Mov.Reg(dst, dst).WithSymbol(done),
 	)
 }
 
