@@ -48,21 +48,25 @@ type scenario struct {
 	name    string
 	skbstat []string
 	script  string
+	// tracepoints: where the programs of both tools run, and so the empty
+	// programs that give the floor.
+	tracepoints []string
 }
 
 func scenarios(ns *pair) []scenario {
 	rejected := netip.MustParseAddr("192.0.2.99") // TEST-NET-1: never in our traffic
 	matched := netip.MustParseAddr(ns.b4)
+	all := []string{"netif_receive_skb", "net_dev_queue", "net_dev_xmit", "consume_skb", "kfree_skb"}
 	return []scenario{
 		{"(a) rejected by the filter, all 5 probes",
 			[]string{"--input", "--output", "--consume", "-p", "udp", "-d", rejected.String()},
-			bpftraceFilter(rejected, true, true)},
+			bpftraceFilter(rejected, true, true), all},
 		{"(b) counted in a row (--input --output --no_drop)",
 			[]string{"--input", "--output", "--no_drop", "-p", "udp", "-d", matched.String()},
-			bpftraceFilter(matched, true, false)},
+			bpftraceFilter(matched, true, false), all[:3]},
 		{"(c) counted with stack and reason (DROP)",
 			[]string{"-p", "udp", "-d", matched.String()},
-			bpftraceFilter(matched, false, true)},
+			bpftraceFilter(matched, false, true), all[4:]},
 	}
 }
 
@@ -111,16 +115,33 @@ func (c cost) perEvent() float64 {
 	return float64(c.runtime.Nanoseconds()) / float64(c.runs)
 }
 
-// scenarioCosts holds, per tool (skbstat, bpftrace) and tracepoint, one
-// cost per repetition.
+// The runners of a scenario: skbstat with each of its tracepoint
+// mechanisms, bpftrace, and the empty program with each mechanism.
+const (
+	skbstatTpBTF = iota // skbstat with the kernel's BTF: tp_btf
+	skbstatRawTP        // skbstat with --btf FILE: raw tracepoints
+	bpftraceTool        // bpftrace: perf tracepoints
+	emptyTpBTF
+	emptyRawTP
+	emptyPerfTP
+	numRunners
+)
+
+var runnerNames = [numRunners]string{"skbstat tp_btf", "skbstat raw tp", "bpftrace (perf tp)", "empty tp_btf", "empty raw tp", "empty perf tp"}
+
+// runnerMechanism is how each runner's programs attach.
+var runnerMechanism = [numRunners]string{tpBTF, rawTP, perfTP, tpBTF, rawTP, perfTP}
+
+// scenarioCosts holds, per runner and tracepoint, one cost per repetition.
 type scenarioCosts struct {
-	name  string
-	tools [2]map[string][]cost
+	name    string
+	runners [numRunners]map[string][]cost
 }
 
-// eventCosts runs every scenario reps times for both tools, alternating
-// which goes first, with kernel BPF statistics on. It returns the IDs of
-// every program it saw, so that the caller can check they are gone.
+// eventCosts runs every scenario reps times with every runner, in an order
+// that rotates with each repetition, with kernel BPF statistics on. It
+// returns the IDs of every program it saw, so that the caller can check
+// they are gone.
 func eventCosts(ctx context.Context, t tools, ns *pair, events, reps int) ([]scenarioCosts, []ebpf.ProgramID, error) {
 	// The kernel turns statistics off again when this file descriptor is
 	// closed, even if the benchmark is killed: the sysctl needs no restoring.
@@ -141,28 +162,64 @@ func eventCosts(ctx context.Context, t tools, ns *pair, events, reps int) ([]sce
 	out := make([]scenarioCosts, len(scs))
 	var seen []ebpf.ProgramID
 	for i, sc := range scs {
-		out[i] = scenarioCosts{name: sc.name, tools: [2]map[string][]cost{{}, {}}}
+		out[i].name = sc.name
+		for r := range out[i].runners {
+			out[i].runners[r] = map[string][]cost{}
+		}
 		for rep := range reps {
-			for k := range 2 {
-				tool := (k + rep) % 2 // 0: skbstat, 1: bpftrace
-				cmd := exec.CommandContext(ctx, "bpftrace", "-e", sc.script)
-				ready := "ready"
-				if tool == 0 {
-					cmd = exec.CommandContext(ctx, t.skbstat, append([]string{"-v", "-i", "3600"}, sc.skbstat...)...)
-					ready = "skbstat: tracing"
-				}
-				got, ids, err := measure(ctx, cmd, ready, byTracepoint, send)
+			for k := range numRunners {
+				r := (k + rep) % numRunners
+				got, ids, err := runScenario(ctx, t, sc, r, send)
 				seen = append(seen, ids...)
 				if err != nil {
-					return nil, seen, fmt.Errorf("%s: %w", sc.name, err)
+					return nil, seen, fmt.Errorf("%s, %s: %w", sc.name, runnerNames[r], err)
 				}
 				for tp, c := range got {
-					out[i].tools[tool][tp] = append(out[i].tools[tool][tp], c)
+					out[i].runners[r][tp] = append(out[i].runners[r][tp], c)
 				}
 			}
 		}
 	}
 	return out, seen, nil
+}
+
+// runScenario measures runner r's programs while send runs.
+func runScenario(ctx context.Context, t tools, sc scenario, r int, send func() error) (map[string]cost, []ebpf.ProgramID, error) {
+	switch r {
+	case bpftraceTool:
+		got, ids, _, err := measure(ctx, exec.CommandContext(ctx, "bpftrace", "-e", sc.script), "ready", byTracepoint, send)
+		return got, ids, err
+	case skbstatTpBTF, skbstatRawTP:
+		args := append([]string{"-v", "-i", "3600"}, sc.skbstat...)
+		if r == skbstatRawTP { // the kernel's BTF as a file: no tp_btf
+			args = append(args, "--btf", kernelBTFFile)
+		}
+		got, ids, log, err := measure(ctx, exec.CommandContext(ctx, t.skbstat, args...), "skbstat: tracing", byTracepoint, send)
+		if err == nil {
+			err = checkMechanism(log, runnerMechanism[r])
+		}
+		return got, ids, err
+	}
+	got, err := measureEmpty(runnerMechanism[r], sc.tracepoints, send)
+	return got, nil, err
+}
+
+// checkMechanism fails unless every tracepoint that skbstat -v's log says
+// it attached attached with mechanism.
+func checkMechanism(log, mechanism string) error {
+	n := 0
+	for line := range strings.Lines(log) {
+		if _, how, ok := strings.Cut(strings.TrimSpace(line), " attached as "); ok {
+			if how != mechanism {
+				return fmt.Errorf("skbstat attached with %s, not %s: %s", how, mechanism, line)
+			}
+			n++
+		}
+	}
+	if n == 0 {
+		return fmt.Errorf("skbstat said nothing of attaching:\n%s", log)
+	}
+	return nil
 }
 
 // readyTimeout bounds a tool's start-up; software emulation in the VM is
@@ -216,15 +273,11 @@ func startReady(ctx context.Context, cmd *exec.Cmd, ready string) (stop func() (
 
 // measure starts cmd, waits until it prints the ready line, and returns
 // the run time and run count its programs gained while send ran, keyed
-// by label (programs it labels "" are left out).
-func measure(ctx context.Context, cmd *exec.Cmd, ready string, label programLabel, send func() error) (map[string]cost, []ebpf.ProgramID, error) {
+// by label (programs it labels "" are left out), and what cmd printed.
+func measure(ctx context.Context, cmd *exec.Cmd, ready string, label programLabel, send func() error) (map[string]cost, []ebpf.ProgramID, string, error) {
 	stopCmd, err := startReady(ctx, cmd, ready)
 	if err != nil {
-		return nil, nil, err
-	}
-	stop := func() error {
-		_, err := stopCmd()
-		return err
+		return nil, nil, "", err
 	}
 	progs, ids, err := programsOf(cmd.Process.Pid, label)
 	defer func() {
@@ -232,25 +285,33 @@ func measure(ctx context.Context, cmd *exec.Cmd, ready string, label programLabe
 			p.Close()
 		}
 	}()
-	if err != nil {
-		return nil, ids, errors.Join(err, stop())
+	var got map[string]cost
+	if err == nil {
+		got, err = costWhile(progs, send)
 	}
+	log, stopErr := stopCmd()
+	return got, ids, log, errors.Join(err, stopErr)
+}
+
+// costWhile returns the run time and run count that progs gained while
+// send ran.
+func costWhile(progs map[string]*ebpf.Program, send func() error) (map[string]cost, error) {
 	before, err := snapshot(progs)
 	if err != nil {
-		return nil, ids, errors.Join(err, stop())
+		return nil, err
 	}
 	if err := send(); err != nil {
-		return nil, ids, errors.Join(fmt.Errorf("send traffic: %w", err), stop())
+		return nil, fmt.Errorf("send traffic: %w", err)
 	}
 	time.Sleep(20 * time.Millisecond) // let the receiving side finish
 	after, err := snapshot(progs)
 	if err != nil {
-		return nil, ids, errors.Join(err, stop())
+		return nil, err
 	}
 	for tp, c := range after {
 		after[tp] = cost{runs: c.runs - before[tp].runs, runtime: c.runtime - before[tp].runtime}
 	}
-	return after, ids, stop()
+	return after, nil
 }
 
 // programLabel says what a program is measured as, or "" to leave it out.
@@ -328,30 +389,51 @@ func checkGone(ids []ebpf.ProgramID) error {
 func printCosts(events, reps int, scs []scenarioCosts) {
 	fmt.Printf("## Per-event cost (kernel BPF statistics, median of %d)\n\n", reps)
 	fmt.Printf("Each measurement sends %d UDP datagrams from namespace a to a closed port in namespace b (dropped, NO_SOCKET).\n", events)
-	fmt.Println("ns/event = run_time_ns / run_cnt gained while the traffic was sent; events = run_cnt gained (median).")
+	fmt.Println("ns/event = run_time_ns / run_cnt gained while the traffic was sent (median), events beside it; the empty program")
+	fmt.Println("on the same tracepoint with the same mechanism is the floor (mostly the statistics' own clock reads).")
 	fmt.Println()
-	fmt.Println("| scenario | tracepoint | skbstat ns/event | events | bpftrace ns/event | events |")
-	fmt.Println("|---|---|---|---|---|---|")
+	fmt.Print("| scenario | tracepoint |")
+	for _, name := range runnerNames {
+		fmt.Printf(" %s | events |", name)
+	}
+	fmt.Println(" tp_btf / bpftrace | tp_btf / its empty | raw tp / its empty |")
+	fmt.Println("|---|---|" + strings.Repeat("---|---|", numRunners) + "---|---|---|")
 	for _, sc := range scs {
 		for _, tp := range tracepoints {
-			s, b := sc.tools[0][tp.name], sc.tools[1][tp.name]
-			if len(s) == 0 && len(b) == 0 {
+			if len(sc.runners[skbstatTpBTF][tp.name]) == 0 && len(sc.runners[bpftraceTool][tp.name]) == 0 {
 				continue
 			}
-			fmt.Printf("| %s | %s | %s | %s |\n", sc.name, tp.name, costCells(s), costCells(b))
+			fmt.Printf("| %s | %s |", sc.name, tp.name)
+			ns := make([]float64, numRunners)
+			for r, costs := range sc.runners {
+				var runs float64
+				ns[r], runs = medians(costs[tp.name])
+				fmt.Printf(" %.0f | %.0f |", ns[r], runs)
+			}
+			fmt.Printf(" %s | %s | %s |\n", ratio(ns[skbstatTpBTF], ns[bpftraceTool]),
+				ratio(ns[skbstatTpBTF], ns[emptyTpBTF]), ratio(ns[skbstatRawTP], ns[emptyRawTP]))
 		}
 	}
 	fmt.Println()
 }
 
-func costCells(cs []cost) string {
+// medians is the median cost per event and the median event count of cs.
+func medians(cs []cost) (ns, runs float64) {
 	if len(cs) == 0 {
-		return "- | -"
+		return 0, 0
 	}
-	var ns, runs []float64
+	var nss, runss []float64
 	for _, c := range cs {
-		ns = append(ns, c.perEvent())
-		runs = append(runs, float64(c.runs))
+		nss = append(nss, c.perEvent())
+		runss = append(runss, float64(c.runs))
 	}
-	return fmt.Sprintf("%.0f | %.0f", quantile(ns, 0.5), quantile(runs, 0.5))
+	return quantile(nss, 0.5), quantile(runss, 0.5)
+}
+
+// ratio is a/b to two decimals, or "-" where b is nothing measured.
+func ratio(a, b float64) string {
+	if b == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", a/b)
 }

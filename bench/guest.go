@@ -143,7 +143,7 @@ func runGuest(ctx context.Context, runs, events, reps int) error {
 			m := mechanisms[(rep+j)%len(mechanisms)]
 			for _, f := range costFilters {
 				cmd := exec.CommandContext(ctx, "skbstat", costArgs(m, f.sport)...)
-				got, _, err := measure(ctx, cmd, "skbstat: tracing", byTarget, send)
+				got, _, _, err := measure(ctx, cmd, "skbstat: tracing", byTarget, send)
 				if err != nil {
 					return fmt.Errorf("%s, %s: %w", m, f.name, err)
 				}

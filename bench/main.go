@@ -52,6 +52,7 @@ func main() {
 	inVM := flag.Bool("vm", false, "measure the kernel-function rows in the Debian 6.12 VM instead")
 	guest := flag.Bool("guest", false, "the -vm measurement's side inside the VM (used by -vm)")
 	calibration := flag.Bool("calibration", false, "measure calibration in the VMs without BTF (and one with) instead")
+	perEvent := flag.Bool("per-event", false, "measure only the per-event cost")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -64,7 +65,7 @@ func main() {
 	case *inVM:
 		err = runVM(ctx, *src, *runs, *events, *reps)
 	default:
-		err = run(ctx, *src, *runs, *events, *reps)
+		err = run(ctx, *src, *runs, *events, *reps, *perEvent)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -79,7 +80,7 @@ type tools struct {
 	gnuTime          string
 }
 
-func run(ctx context.Context, src string, runs, events, reps int) error {
+func run(ctx context.Context, src string, runs, events, reps int, perEventOnly bool) error {
 	if os.Geteuid() != 0 {
 		return errors.New("run as root: the benchmark loads BPF programs and creates network namespaces")
 	}
@@ -102,10 +103,6 @@ func run(ctx context.Context, src string, runs, events, reps int) error {
 		return err
 	}
 	t.gnuTime = gnuTime
-	sizes, err := binarySizes(src, dir)
-	if err != nil {
-		return err
-	}
 
 	ns, err := newPair(ctx)
 	if err != nil {
@@ -114,6 +111,25 @@ func run(ctx context.Context, src string, runs, events, reps int) error {
 	defer ns.close()
 
 	printMachine()
+	if !perEventOnly {
+		if err := runCycles(ctx, t, src, dir, runs, ns); err != nil {
+			return err
+		}
+	}
+	costs, seen, err := eventCosts(ctx, t, ns, events, reps)
+	if err != nil {
+		return err
+	}
+	printCosts(events, reps, costs)
+	return checkGone(seen)
+}
+
+// runCycles measures and prints the binary sizes and the full cycles.
+func runCycles(ctx context.Context, t tools, src, dir string, runs int, ns *pair) error {
+	sizes, err := binarySizes(src, dir)
+	if err != nil {
+		return err
+	}
 	printSizes(sizes)
 
 	idle, err := cycles(ctx, t, runs, nil)
@@ -131,13 +147,7 @@ func run(ctx context.Context, src string, runs, events, reps int) error {
 		return err
 	}
 	printLayouts(runs, layouts)
-
-	costs, seen, err := eventCosts(ctx, t, ns, events, reps)
-	if err != nil {
-		return err
-	}
-	printCosts(events, reps, costs)
-	return checkGone(seen)
+	return nil
 }
 
 // gnuTime is GNU time, not the shell's keyword.
