@@ -210,8 +210,8 @@ func socketNet(l *layout.Layout) (layout.Field, error) {
 // sets it, and a VLAN tag in the packet data makes it the tag's TPID. Both
 // are rare: their code lies after the common path's.
 func (s *skbSource) Ethertype(dst asm.Register, reject string) asm.Instructions {
-	if dst == asm.R1 || dst == regSkb {
-		panic(fmt.Sprintf("skbSource.Ethertype into %v, which it uses", dst))
+	if dst == asm.R1 || dst == asm.R4 {
+		panic(fmt.Sprintf("skbSource.Ethertype into %v, which it uses after setting dst", dst))
 	}
 	order := s.l.ByteOrder
 	unset, tagged := s.labels.next(reject, "no_protocol"), s.labels.next(reject, "vlan")
@@ -292,9 +292,9 @@ func (s *skbSource) innerEthertype(dst asm.Register, reject string) asm.Instruct
 	// There are at least vlanTagLen*maxVLANTags bytes to skip.
 	return append(insns,
 		asm.Add.Reg(asm.R7, skip).WithSymbol(skipped),
-		asm.LoadMem(asm.R3, asm.R10, slotAvail, asm.Word),
-		asm.Sub.Reg(asm.R3, skip),
-		asm.StoreMem(asm.R10, slotAvail, asm.R3, asm.Word),
+		asm.LoadMem(asm.R1, asm.R10, slotAvail, asm.Word),
+		asm.Sub.Reg(asm.R1, skip),
+		asm.StoreMem(asm.R10, slotAvail, asm.R1, asm.Word),
 	)
 }
 
