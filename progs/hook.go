@@ -20,10 +20,9 @@ type hook interface {
 	// nests says whether a program at this hook can start on a CPU while
 	// another program runs there (in an interrupt's softirq): kprobes,
 	// kprobe.multi and perf tracepoints hold the kernel's bpf_prog_active
-	// while they run and skip if it is held already; raw tracepoints (tp_btf
-	// too) and
-	// fentry check only that the same program is not running (since
-	// Linux 6.1 and 5.12).
+	// while they run and skip if it is held already; raw tracepoints
+	// (tp_btf too) and fentry check only that the same program is not
+	// running (since Linux 6.1 and 5.12).
 	nests() bool
 	// configure sets the program type and attach target.
 	configure(spec *ebpf.ProgramSpec)
