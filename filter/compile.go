@@ -201,8 +201,11 @@ func (g generator) fetchHeader(headerLen int32) asm.Instructions {
 	}
 	insns := asm.Instructions{asm.Mov.Imm(regOff, 0)}
 	insns = append(insns, g.src.Setup(g.reject)...)
-	return commented(fmt.Sprintf("filter: fetch the %d-byte IP header (%d bytes)", headerLen, size),
-		append(insns, g.src.Fetch(regPtr, regOff, size, g.reject)...))
+	what := fmt.Sprintf("filter: fetch the %d-byte IP header", headerLen)
+	if size > headerLen {
+		what += ", and the ports where they follow it"
+	}
+	return commented(what, append(insns, g.src.Fetch(regPtr, regOff, size, g.reject)...))
 }
 
 // portsAfterHeader sets regPorts for port conditions: to the ports that

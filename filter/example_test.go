@@ -30,7 +30,7 @@ func ExampleFilter_Instructions() {
 	// 	  4: JGTReg dst: r2 off: -1 src: r4 <reject>
 	// 	  5: LdXMemH dst: r2 src: r3 off: 12 imm: 0
 	// 	  6: JNE32Imm dst: r2 off: -1 imm: 8 <reject>
-	// 	   ; filter: fetch the 20-byte IP header (24 bytes)
+	// 	   ; filter: fetch the 20-byte IP header, and the ports where they follow it
 	// 	  7: MovImm dst: r8 imm: 0
 	// 	  8: LdXMemW dst: r7 src: r6 off: 0 imm: 0
 	// 	  9: AddImm dst: r7 imm: 14
