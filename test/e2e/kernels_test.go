@@ -330,6 +330,23 @@ func checkKernel(t *testing.T, k vm.Kernel, console string) {
 	checkFilters(t, reason, runs)
 	checkCounting(t, kernel, reason, console, runs)
 	checkLayoutSource(t, k, console, runs["drop"].stderr)
+	checkTracepointHooks(t, k, runs)
+}
+
+// checkTracepointHooks checks that on a kernel with its own BTF every run
+// attached its tracepoints as tp_btf, the first of their hooks (a plain
+// add would refuse it: it nests).
+func checkTracepointHooks(t *testing.T, k vm.Kernel, runs map[string]vmRun) {
+	if !k.BTF || counterUpdate(k.Name) == "plain add" {
+		return
+	}
+	for name, r := range runs {
+		for probe, how := range r.attached {
+			if strings.Contains(probe, ":") && how != "tp_btf" {
+				t.Errorf("%s: %s attached as %s, want tp_btf:\n%s", name, probe, how, r.stderr)
+			}
+		}
+	}
 }
 
 // counterUpdates is how skbstat must update its counters with the JIT on:
