@@ -37,17 +37,17 @@ type hook interface {
 	loadLocation(dst asm.Register) (insns asm.Instructions, ok bool)
 	// storeRowKey writes the index of the row counter to slotKey.
 	storeRowKey(row uint32) asm.Instructions
-	// typedArg reports whether the probed pointer is BTF-typed, so that the
-	// program may load the struct's fields directly.
-	typedArg() bool
+	// reads says how the program may read what the probed pointer leads
+	// to.
+	reads() reads
 	attach(prog *ebpf.Program) (link.Link, error)
 }
 
-// copiedArg is the typedArg of hooks whose probed pointer is a bare
-// address: the program copies what it reads with bpf_probe_read_kernel.
+// copiedArg is the reads of hooks whose probed pointer is a bare address:
+// the program copies what it reads with bpf_probe_read_kernel.
 type copiedArg struct{}
 
-func (copiedArg) typedArg() bool { return false }
+func (copiedArg) reads() reads { return reads{} }
 
 // rowImmediate is the storeRowKey of hooks that serve one row: the index is
 // an immediate.
@@ -90,6 +90,8 @@ type tracepointHook struct {
 	// typed: attached as tp_btf, whose skb argument is a PTR_TO_BTF_ID
 	// that the program loads fields from directly.
 	typed bool
+	// packet: typed, and the packet read with direct loads too.
+	packet bool
 }
 
 // tpBTF is the mechanism of BTF-typed tracepoints, as -v names it.
@@ -118,7 +120,7 @@ func (h tracepointHook) configure(spec *ebpf.ProgramSpec) {
 	}
 }
 
-func (h tracepointHook) typedArg() bool { return h.typed }
+func (h tracepointHook) reads() reads { return reads{typed: h.typed, packet: h.packet} }
 
 func (h tracepointHook) loadArg(dst asm.Register) asm.Instructions {
 	return loadContext(dst, h.tp.Skb)
@@ -147,19 +149,26 @@ func (h tracepointHook) attach(prog *ebpf.Program) (link.Link, error) {
 
 // tracepointHooks lists the ways to reach a tracepoint on this kernel, best
 // first: tp_btf where the layout is the running kernel's BTF (which the
-// verifier checks its loads against), then the raw tracepoint, whose
-// arguments BTF gives, then the perf tracepoint laid out by its tracefs
-// format. Each is resolved only when the one before it failed, so tracefs
-// is mounted only where it is needed.
+// verifier checks its loads against), reading the packet directly where the
+// kernel lets a program load through skb->head (since Linux 6.17 a char *
+// that a typed load gives is read-only memory; before, a bare number), else
+// with bpf_probe_read_kernel; then the raw tracepoint, whose arguments BTF
+// gives, then the perf tracepoint laid out by its tracefs format. Each is
+// resolved only when the one before it failed, so tracefs is mounted only
+// where it is needed.
 func tracepointHooks(l *layout.Layout, group, name string) []func() (hook, error) {
-	return []func() (hook, error){
-		func() (hook, error) {
+	typed := func(packet bool) func() (hook, error) {
+		return func() (hook, error) {
 			if l.KernelBTF() == nil {
 				return nil, fmt.Errorf("%s: the layout is not from the running kernel's BTF but from %s", tpBTF, l.Source)
 			}
 			tp, err := l.RawTracepoint(group, name)
-			return tracepointHook{tp: tp, typed: true}, err
-		},
+			return tracepointHook{tp: tp, typed: true, packet: packet}, err
+		}
+	}
+	return []func() (hook, error){
+		typed(true),
+		typed(false),
 		func() (hook, error) {
 			tp, err := l.RawTracepoint(group, name)
 			return tracepointHook{tp: tp}, err

@@ -176,13 +176,14 @@ func loadSymbols(t *testing.T) *kallsyms.Table {
 func TestLocation(t *testing.T) {
 	l := kernelLayout(t)
 	syms := loadSymbols(t)
-	for i, mechanism := range []string{"tp_btf", "raw tracepoint", "perf tracepoint"} {
+	for i, hk := range tracepointHookNames {
+		mechanism := hk.mechanism
 		for _, sec := range []struct {
 			section Section
 			icmp    bool
 			fn      string
 		}{{Drop, false, "__udp4_lib_rcv"}, {Consume, true, "icmp_rcv"}} {
-			t.Run(fmt.Sprintf("%s %s", mechanism, sec.section), func(t *testing.T) {
+			t.Run(fmt.Sprintf("%s %s", hk.name, sec.section), func(t *testing.T) {
 				lb := openLab(t)
 				cfg := Config{Layout: l, Filter: labFilter(t, lb, false, sec.icmp), Drop: sec.section == Drop, Consume: sec.section == Consume}
 				s := loadHook(t, cfg, i, mechanism, func(t *testing.T, p *probe) {

@@ -358,7 +358,7 @@ func source(p *probe, h hook, cfg Config) (filter.Source, error) {
 	if p.fn != nil && p.fn.sock {
 		return newSockSource(cfg.Layout, p.fn.proto, p.fn.received, cfg.Filter)
 	}
-	return newSkbSource(cfg.Layout, reads{typed: h.typedArg()}, p.fromData, cfg.Filter)
+	return newSkbSource(cfg.Layout, h.reads(), p.fromData, cfg.Filter)
 }
 
 // lookupKey looks up the key at slotKey in m: R0 = value pointer or NULL.

@@ -85,6 +85,15 @@ func loadHook(t *testing.T, cfg Config, i int, mechanism string, check func(*tes
 	return s
 }
 
+// tracepointHookNames names tracepointHooks' hooks, in order, and says
+// which mechanism each attaches as.
+var tracepointHookNames = []struct{ name, mechanism string }{
+	{"tp_btf, packet loaded", "tp_btf"},
+	{"tp_btf, packet copied", "tp_btf"},
+	{"raw tracepoint", "raw tracepoint"},
+	{"perf tracepoint", "perf tracepoint"},
+}
+
 // TestTracepointHooks loads the DROP probe through each tracepoint hook in
 // turn (tp_btf, raw, then perf: the fallbacks forced) and counts datagrams
 // to a closed loopback port.
@@ -94,8 +103,9 @@ func TestTracepointHooks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, mechanism := range []string{"tp_btf", "raw tracepoint", "perf tracepoint"} {
-		t.Run(mechanism, func(t *testing.T) {
+	for i, hk := range tracepointHookNames {
+		mechanism := hk.mechanism
+		t.Run(hk.name, func(t *testing.T) {
 			to := closedPort(t)
 			f, err := filter.Parse(filter.Options{Daddr: to.Addr().String(), Dport: strconv.Itoa(int(to.Port())), Proto: "udp"})
 			if err != nil {

@@ -135,7 +135,7 @@ func proofProgram(l *layout.Layout, h hook, tp tracepoint, checks []check) (asm.
 	}
 	for i, counter := range ours {
 		c := checks[counter]
-		src, err := newSkbSource(l, reads{typed: h.typedArg()}, tp.name == "netif_receive_skb", c.filter)
+		src, err := newSkbSource(l, h.reads(), tp.name == "netif_receive_skb", c.filter)
 		if err != nil {
 			return nil, err
 		}

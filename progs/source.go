@@ -109,14 +109,10 @@ func fetch(dst, off asm.Register, size int32, reject string) asm.Instructions {
 	if off >= asm.R1 && off <= asm.R3 {
 		panic(fmt.Sprintf("filter fetch at an offset in %v, which fetch uses", off))
 	}
-	insns := asm.Instructions{
-		asm.Mov.Reg(asm.R1, off),
-		asm.Add.Imm(asm.R1, size),
-		asm.LoadMem(asm.R2, asm.R10, slotAvail, asm.Word),
-		asm.JGT.Reg(asm.R1, asm.R2, reject),
+	insns := append(checkAvailable(off, size, reject),
 		asm.Mov.Reg(asm.R3, asm.R7),
 		asm.Add.Reg(asm.R3, off),
-	}
+	)
 	insns = append(insns, probeRead(slotFetch, size, reject)...)
 	return append(insns,
 		asm.Mov.Reg(dst, asm.R10),
@@ -355,8 +351,9 @@ func probed() asm.Instruction { return asm.LoadMem(asm.R3, asm.R10, slotArg, asm
 // reads is how a program reads the kernel structs that the probed pointer
 // leads to: copied with bpf_probe_read_kernel, or, where the pointer is
 // BTF-typed (typed), with direct loads that the verifier checks against
-// BTF and that read 0 where the memory faults.
-type reads struct{ typed bool }
+// BTF and that read 0 where the memory faults; and, with packet, the
+// packet's bytes too.
+type reads struct{ typed, packet bool }
 
 // argField leaves field f of the probed struct in dst.
 func (r reads) argField(dst asm.Register, f layout.Field, reject string) asm.Instructions {
@@ -419,7 +416,31 @@ func (s *skbSource) locate(reject string) asm.Instructions {
 func (s *skbSource) Setup(reject string) asm.Instructions { return nil }
 
 func (s *skbSource) Fetch(dst, off asm.Register, size int32, reject string) asm.Instructions {
+	if s.reads.packet {
+		return pointAt(dst, off, size, reject)
+	}
 	return fetch(dst, off, size, reject)
+}
+
+// pointAt is the Fetch of a Source that reads the packet directly: it
+// checks the size bytes at R7 + off against the bytes available, and
+// points dst at them.
+func pointAt(dst, off asm.Register, size int32, reject string) asm.Instructions {
+	return append(checkAvailable(off, size, reject),
+		asm.Mov.Reg(dst, asm.R7),
+		asm.Add.Reg(dst, off),
+	)
+}
+
+// checkAvailable jumps to reject unless size bytes at off lie within the
+// bytes available; it uses R1 and R2.
+func checkAvailable(off asm.Register, size int32, reject string) asm.Instructions {
+	return asm.Instructions{
+		asm.Mov.Reg(asm.R1, off),
+		asm.Add.Imm(asm.R1, size),
+		asm.LoadMem(asm.R2, asm.R10, slotAvail, asm.Word),
+		asm.JGT.Reg(asm.R1, asm.R2, reject),
+	}
 }
 
 func (s *skbSource) Scratch() int16 { return slotScratch }
