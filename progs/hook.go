@@ -150,9 +150,9 @@ func (h tracepointHook) attach(prog *ebpf.Program) (link.Link, error) {
 // tracepointHooks lists the ways to reach a tracepoint on this kernel, best
 // first: tp_btf where the layout is the running kernel's BTF (which the
 // verifier checks its loads against), reading the packet directly where the
-// kernel lets a program load through skb->head (since Linux 6.17 a char *
-// that a typed load gives is read-only memory; before, a bare number), else
-// with bpf_probe_read_kernel; then the raw tracepoint, whose arguments BTF
+// kernel lets a program load through skb->head (6.18 here: a char * that a
+// typed load gives is read-only memory; older kernels give a bare number),
+// else with bpf_probe_read_kernel; then the raw tracepoint, whose arguments BTF
 // gives, then the perf tracepoint laid out by its tracefs format. Each is
 // resolved only when the one before it failed, so tracefs is mounted only
 // where it is needed.
