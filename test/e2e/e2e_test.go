@@ -443,6 +443,13 @@ func TestUnprivileged(t *testing.T) {
 	if progs := createdBy(t, 65534); len(progs) != 0 {
 		t.Errorf("programs loaded as nobody: %v", progs)
 	}
+	// A port below 1024 needs a privilege nobody lacks: bad input, found
+	// before anything is loaded.
+	cmd = exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", bin, "--listen", "127.0.0.1:80")
+	out, _ = cmd.CombinedOutput()
+	if want := "skbstat: --listen 127.0.0.1:80: listen tcp 127.0.0.1:80: bind: permission denied\n"; cmd.ProcessState.ExitCode() != 2 || string(out) != want {
+		t.Errorf("as nobody, --listen 127.0.0.1:80: exit %d, %q; want exit 2, %q", cmd.ProcessState.ExitCode(), out, want)
+	}
 }
 
 // createdBy lists the BPF programs on the machine that uid loaded.
