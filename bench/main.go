@@ -3,7 +3,9 @@
 // peak RSS), the same cycle of skbstat with each source of the kernel's
 // layout (kernel BTF, a trimmed BTF file, calibration), the stripped static
 // binary's size for every architecture skbstat is built for, and the
-// per-event cost of each BPF program from the kernel's BPF statistics.
+// per-event cost of each BPF program from the kernel's BPF statistics, and
+// the capacity a drop storm leaves under each of skbstat's drop modes and
+// under bpftrace (CPU time per datagram of a bounded flood, see storm.go).
 //
 // Run it as root from the repository root:
 //
@@ -14,6 +16,11 @@
 // network namespaces joined by a veth pair for its traffic (nothing is sent
 // from the host namespace), and removes everything it created when it ends.
 // Results are printed as Markdown, for BENCHMARKS.md.
+//
+// With -per-event it measures only the per-event cost, with -storm only the
+// drop storm's capacity (both: both):
+//
+//	go run ./bench -storm [-flood 200000] [-rounds 5]
 //
 // With -vm it measures the kernel-function rows instead, in the Debian 6.12
 // VM of test/vm (this machine's kernel can probe no kernel function): it
@@ -42,6 +49,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cilium/ebpf"
 )
 
 func main() {
@@ -52,7 +61,10 @@ func main() {
 	inVM := flag.Bool("vm", false, "measure the kernel-function rows in the Debian 6.12 VM instead")
 	guest := flag.Bool("guest", false, "the -vm measurement's side inside the VM (used by -vm)")
 	calibration := flag.Bool("calibration", false, "measure calibration in the VMs without BTF (and one with) instead")
-	perEvent := flag.Bool("per-event", false, "measure only the per-event cost")
+	perEvent := flag.Bool("per-event", false, "measure only the per-event cost (with -storm: and the drop storm)")
+	storm := flag.Bool("storm", false, "measure only the drop storm's capacity (with -per-event: and the per-event cost)")
+	datagrams := flag.Int("flood", 200000, "datagrams per drop-storm flood")
+	rounds := flag.Int("rounds", 5, "drop-storm rounds (every variant once each)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -65,7 +77,7 @@ func main() {
 	case *inVM:
 		err = runVM(ctx, *src, *runs, *events, *reps)
 	default:
-		err = run(ctx, *src, *runs, *events, *reps, *perEvent)
+		err = run(ctx, *src, *runs, *events, *reps, stormSize{*datagrams, *rounds}, chosenParts(*perEvent, *storm))
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -80,7 +92,22 @@ type tools struct {
 	gnuTime          string
 }
 
-func run(ctx context.Context, src string, runs, events, reps int, perEventOnly bool) error {
+// parts are the parts of the benchmark that run.
+type parts struct{ cycles, perEvent, storm bool }
+
+// chosenParts are the parts the flags ask for alone, or by default all.
+func chosenParts(perEventOnly, stormOnly bool) parts {
+	if !perEventOnly && !stormOnly {
+		return parts{cycles: true, perEvent: true, storm: true}
+	}
+	return parts{perEvent: perEventOnly, storm: stormOnly}
+}
+
+// stormSize is how many datagrams each drop-storm flood sends, and how
+// many rounds of floods are measured.
+type stormSize struct{ datagrams, rounds int }
+
+func run(ctx context.Context, src string, runs, events, reps int, storm stormSize, do parts) error {
 	if os.Geteuid() != 0 {
 		return errors.New("run as root: the benchmark loads BPF programs and creates network namespaces")
 	}
@@ -111,16 +138,29 @@ func run(ctx context.Context, src string, runs, events, reps int, perEventOnly b
 	defer ns.close()
 
 	printMachine()
-	if !perEventOnly {
+	if do.cycles {
 		if err := runCycles(ctx, t, src, dir, runs, ns); err != nil {
 			return err
 		}
 	}
-	costs, seen, err := eventCosts(ctx, t, ns, events, reps)
-	if err != nil {
-		return err
+	// The IDs of every program the tools loaded, checked at the end.
+	var seen []ebpf.ProgramID
+	if do.perEvent {
+		costs, ids, err := eventCosts(ctx, t, ns, events, reps)
+		seen = append(seen, ids...)
+		if err != nil {
+			return errors.Join(err, checkGone(seen))
+		}
+		printCosts(events, reps, costs)
 	}
-	printCosts(events, reps, costs)
+	if do.storm {
+		floods, ids, err := floodRounds(ctx, t, ns, storm.datagrams, storm.rounds)
+		seen = append(seen, ids...)
+		if err != nil {
+			return errors.Join(err, checkGone(seen))
+		}
+		printStorm(storm.datagrams, storm.rounds, floods)
+	}
 	return checkGone(seen)
 }
 
