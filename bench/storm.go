@@ -34,6 +34,9 @@ type stormVariant struct {
 	// counts reads the drops the tracer counted, by reason, from its
 	// output, and what it says it could not count, by cause.
 	counts func(out string, reasons map[uint32]string) (drops, lost map[string]int64, err error)
+	// goal is the % of the untraced capacity the variant must leave in a
+	// storm, 0 for none.
+	goal int
 }
 
 func (v stormVariant) traced() bool { return v.bin != "" }
@@ -59,11 +62,13 @@ func stormVariants(t tools) []stormVariant {
 	}
 	stacks := skbstat()
 	stacks.name += " (default: every frame)"
+	locations := skbstat("--locations")
+	locations.goal = 90
 	return []stormVariant{
 		{name: "untraced"},
 		stacks,
 		skbstat("--stack-depth", "8"),
-		skbstat("--locations"),
+		locations,
 		bpftrace("kstack"),
 		bpftrace("args->location"),
 	}
@@ -409,11 +414,16 @@ func printStorm(datagrams, rounds int, r stormResult) {
 	fmt.Println("| variant | /proc/stat µs/datagram | % of untraced | own µs/datagram | % of untraced | tracer's own µs/datagram | NO_SOCKET counted − at the port | sent − at the port | not counted (tracer's notes) |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|")
 	untraced := r.floods[0]
+	busy := func(f flood) time.Duration { return f.busy }
+	own := func(f flood) time.Duration { return f.own }
+	tracer := func(f flood) time.Duration { return f.tracerBusy }
+	var goal string
 	for i, v := range r.variants {
 		fs := r.floods[i]
-		busy := func(f flood) time.Duration { return f.busy }
-		own := func(f flood) time.Duration { return f.own }
-		tracer := func(f flood) time.Duration { return f.tracerBusy }
+		if v.goal > 0 {
+			goal = fmt.Sprintf("Goal: %s leaves at least %d %% of the untraced capacity: %.0f %% by the flood's own CPU, %.0f %% by /proc/stat (medians).\n",
+				v.name, v.goal, quantile(capacities(untraced, fs, own), 0.5), quantile(capacities(untraced, fs, busy), 0.5))
+		}
 		fmt.Printf("| %s | %.2f | %s | %.2f | %s | %s | %s | %s | %s |\n", v.name,
 			medianPerDatagram(fs, busy), capacityCell(untraced, fs, busy),
 			medianPerDatagram(fs, own), capacityCell(untraced, fs, own),
@@ -422,6 +432,7 @@ func printStorm(datagrams, rounds int, r stormResult) {
 			tracedCell(v, lostCell(fs)))
 	}
 	fmt.Println()
+	fmt.Println(goal)
 }
 
 func medianPerDatagram(fs []flood, cpu func(flood) time.Duration) float64 {
@@ -432,13 +443,20 @@ func medianPerDatagram(fs []flood, cpu func(flood) time.Duration) float64 {
 	return quantile(xs, 0.5)
 }
 
-// capacityCell is the median over rounds of untraced CPU per datagram over
-// the variant's, with the lowest and highest round.
-func capacityCell(untraced, fs []flood, cpu func(flood) time.Duration) string {
+// capacities are, per round, the % of untraced capacity a variant left:
+// untraced CPU per datagram over the variant's, in the same round.
+func capacities(untraced, fs []flood, cpu func(flood) time.Duration) []float64 {
 	var xs []float64
 	for round, f := range fs {
 		xs = append(xs, 100*untraced[round].perDatagram(cpu(untraced[round]))/f.perDatagram(cpu(f)))
 	}
+	return xs
+}
+
+// capacityCell is the median of the rounds' capacities, with the lowest and
+// highest round.
+func capacityCell(untraced, fs []flood, cpu func(flood) time.Duration) string {
+	xs := capacities(untraced, fs, cpu)
 	return fmt.Sprintf("%.0f %% (%.0f-%.0f)", quantile(xs, 0.5), quantile(xs, 0), quantile(xs, 1))
 }
 
