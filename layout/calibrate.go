@@ -190,7 +190,7 @@ func (c *calibrator) findNet(l *Layout, sk Field, sc *SockCommon, first []sample
 		}
 		nss = append(nss, ns)
 	}
-	skcNet, ndNet, inum, err := c.s.findNet(nss)
+	skcNet, ndNet, inum, err := c.s.findNet(nss, l.NetDevice.Ifindex)
 	if err != nil {
 		return err
 	}

@@ -325,8 +325,12 @@ type netSample struct {
 // findNet finds the socket's and the device's pointer to their network
 // namespace (skc_net, net_device's nd_net) and the namespace's inode number
 // in struct net (ns.inum): the socket member whose pointee holds the known
-// inode number, and the device member that holds the same pointer.
-func (s searcher) findNet(samples []netSample) (skcNet, ndNet, inum Field, err error) {
+// inode number, and the device member that holds the same pointer. The
+// device's window runs past the struct, into memory that may hold the same
+// pointer (32-bit ARM's 6.1 showed it 33 times past the struct): where
+// several offsets do, nd_net is the first after ifindex, which every
+// kernel's net_device has before it.
+func (s searcher) findNet(samples []netSample, ifindex Field) (skcNet, ndNet, inum Field, err error) {
 	ptr := uint32(s.ptrSize)
 	var members, inums []uint32
 	for i := range samples[0].pointees {
@@ -368,8 +372,21 @@ func (s searcher) findNet(samples []netSample) (skcNet, ndNet, inum Field, err e
 			nd = intersect(nd, here)
 		}
 	}
-	off, err := only("net_device nd_net", nd)
+	off, err := only("net_device nd_net", firstAfter(nd, ifindex.Offset))
 	return skcNet, Field{off, ptr}, inum, err
+}
+
+// firstAfter narrows several offsets to the first after prev.
+func firstAfter(found []uint32, prev uint32) []uint32 {
+	if len(found) < 2 {
+		return found
+	}
+	for _, off := range slices.Sorted(slices.Values(found)) {
+		if off > prev {
+			return []uint32{off}
+		}
+	}
+	return found
 }
 
 func intersect(a, b []uint32) []uint32 {

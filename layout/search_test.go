@@ -238,7 +238,7 @@ func (k synthKernel) search(samples []sample, nets []netSample) (found, error) {
 	if err != nil {
 		return f, err
 	}
-	skcNet, ndNet, inum, err := s.findNet(nets)
+	skcNet, ndNet, inum, err := s.findNet(nets, ifindex)
 	if err != nil {
 		return f, err
 	}
@@ -408,5 +408,34 @@ func TestSearchWithoutIPv6(t *testing.T) {
 		if got != want {
 			t.Errorf("%s:\n got %+v\nwant %+v", k.name, got, want)
 		}
+	}
+}
+
+// TestSearchNetPastTheStruct plants the namespace pointer again before the
+// device's ifindex and many times past the struct, as memory after a
+// net_device may hold it (32-bit ARM's 6.1 did): nd_net is still found.
+func TestSearchNetPastTheStruct(t *testing.T) {
+	for _, k := range synthKernels {
+		t.Run(k.name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(9, 9))
+			samples := synthPackets()
+			for i := range samples {
+				k.plant(rng, &samples[i])
+			}
+			nets := k.netSamples(rng, samples, 4026532999)
+			for _, ns := range nets {
+				copies := []uint32{k.ifindex.Offset - 2*k.ptr}
+				for off := uint32(2080); off+k.ptr <= netDeviceWindow; off += 36 &^ (k.ptr - 1) {
+					copies = append(copies, off)
+				}
+				for _, off := range copies {
+					copy(ns.dev[off:off+k.ptr], ns.dev[k.ndNet.Offset:])
+				}
+			}
+			got, err := k.search(samples, nets)
+			if err != nil || got != k.truth() {
+				t.Fatalf("search: %v; found %+v, want %+v", err, got, k.truth())
+			}
+		})
 	}
 }
