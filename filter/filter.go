@@ -45,7 +45,9 @@ package filter
 
 import (
 	"fmt"
+	"github.com/cilium/ebpf/asm"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -177,6 +179,20 @@ func (u Undecided) Key() string { return [NumUndecided]string{"ipv6_chain", "nam
 // defines it, after the filter's code, wherever the code refers to it.
 func UndecidedLabel(reject string, u Undecided) string {
 	return fmt.Sprintf("%s_undecided_%d", reject, u)
+}
+
+// UndecidedIn returns the reasons whose UndecidedLabel insns, code of a
+// filter with reject label reject, jumps to: the labels its caller must
+// define, and only those (the verifier refuses unreachable code).
+func UndecidedIn(insns asm.Instructions, reject string) []Undecided {
+	var found []Undecided
+	for u := range NumUndecided {
+		label := UndecidedLabel(reject, u)
+		if slices.ContainsFunc(insns, func(ins asm.Instruction) bool { return ins.Reference() == label }) {
+			found = append(found, u)
+		}
+	}
+	return found
 }
 
 // IP protocol numbers the filter treats specially.

@@ -152,22 +152,10 @@ func xdpProgram(f Filter, at arrival) asm.Instructions {
 // of the filter with reject label reject that its code refers to.
 func undecidedExits(filter asm.Instructions, reject string) asm.Instructions {
 	var insns asm.Instructions
-	for u := range NumUndecided {
-		if label := UndecidedLabel(reject, u); refers(filter, label) {
-			insns = append(insns, asm.Mov.Imm(asm.R0, xdpUndecided+int32(u)).WithSymbol(label), asm.Return())
-		}
+	for _, u := range UndecidedIn(filter, reject) {
+		insns = append(insns, asm.Mov.Imm(asm.R0, xdpUndecided+int32(u)).WithSymbol(UndecidedLabel(reject, u)), asm.Return())
 	}
 	return insns
-}
-
-// refers reports whether any of insns jumps to label.
-func refers(insns asm.Instructions, label string) bool {
-	for _, ins := range insns {
-		if ins.Reference() == label {
-			return true
-		}
-	}
-	return false
 }
 
 // loadFilter loads the filter's XDP program for frames that come in as at

@@ -105,15 +105,10 @@ func (c *Counters) addSeries(m map[reasonLocation]uint64, k reasonLocation, n ui
 	m[k] += n
 }
 
-// function is the function of a location "func+0x12 [module]", without
-// offset or module; "unknown" where there is no location.
+// function is the function of a location, as output.Function gives it;
+// "unknown" where there is no location.
 func function(location string) string {
-	if location == "" {
-		return "unknown"
-	}
-	fn, _, _ := strings.Cut(location, "+")
-	fn, _, _ = strings.Cut(fn, " ")
-	return fn
+	return cmp.Or(output.Function(location), "unknown")
 }
 
 // RecursionCause is the note cause that skbstat_recursion_misses_total

@@ -30,7 +30,7 @@ func WriteFolded(w io.Writer, sections []Section) error {
 				frames = []string{st.Location}
 			}
 			for _, f := range slices.Backward(frames) {
-				path = append(path, function(f))
+				path = append(path, Function(f))
 			}
 			fmt.Fprintf(&b, "%s %d\n", strings.Join(path, ";"), st.Count)
 		}
@@ -46,9 +46,9 @@ func WriteFolded(w io.Writer, sections []Section) error {
 	return nil
 }
 
-// function is the function of a frame "func+0x12 [module]"; an address
-// that could not be symbolized stays as it is.
-func function(frame string) string {
+// Function is the function of a frame "func+0x12 [module]", without offset
+// or module; an address that could not be symbolized stays as it is.
+func Function(frame string) string {
 	frame, _, _ = strings.Cut(frame, " ")
 	fn, _, _ := strings.Cut(frame, "+")
 	return fn

@@ -311,27 +311,14 @@ func (g generated) header(p *probe, h hook) string {
 // them. It follows the epilogue, so that decided packets never pass it.
 func countUndecided(insns asm.Instructions, s Section, rows uint32, update counterUpdate) asm.Instructions {
 	var out asm.Instructions
-	for u := range filter.NumUndecided {
-		label := filter.UndecidedLabel("exit", u)
-		if !refers(insns, label) {
-			continue // unreachable code would be refused
-		}
+	for _, u := range filter.UndecidedIn(insns, "exit") {
 		count := countRow(rowImmediate{}.storeRowKey(noteRow(rows, s, undecided(u))), "exit", update)
-		count[0] = count[0].WithSymbol(label).WithSource(asm.Comment("not decided: " + u.String()))
+		count[0] = count[0].WithSymbol(filter.UndecidedLabel("exit", u)).WithSource(asm.Comment("not decided: " + u.String()))
 		out = append(append(out, count...), asm.Ja.Label("exit"))
 	}
 	return out
 }
 
-// refers reports whether any of insns jumps to label.
-func refers(insns asm.Instructions, label string) bool {
-	for _, ins := range insns {
-		if ins.Reference() == label {
-			return true
-		}
-	}
-	return false
-}
 
 // prologue keeps the context in R6 and the probed pointer at slotArg, and
 // exits where the pointer is NULL.

@@ -161,13 +161,11 @@ func proofProgram(l *layout.Layout, h hook, tp tracepoint, checks []check) (asm.
 // decide go where those it rejects go, to reject: the lab sends none.
 func undecidedAsRejected(match asm.Instructions, reject string) asm.Instructions {
 	var insns asm.Instructions
-	for u := range filter.NumUndecided {
-		if label := filter.UndecidedLabel(reject, u); refers(match, label) {
-			if len(insns) == 0 {
-				insns = append(insns, asm.Ja.Label(reject))
-			}
-			insns = append(insns, asm.Ja.Label(reject).WithSymbol(label))
+	for _, u := range filter.UndecidedIn(match, reject) {
+		if len(insns) == 0 {
+			insns = append(insns, asm.Ja.Label(reject))
 		}
+		insns = append(insns, asm.Ja.Label(reject).WithSymbol(filter.UndecidedLabel(reject, u)))
 	}
 	return insns
 }
