@@ -319,7 +319,6 @@ func countUndecided(insns asm.Instructions, s Section, rows uint32, update count
 	return out
 }
 
-
 // prologue keeps the context in R6 and the probed pointer at slotArg, and
 // exits where the pointer is NULL.
 func prologue(name string, h hook) asm.Instructions {
