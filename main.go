@@ -505,6 +505,9 @@ func writeTrimmedBTF(path string, l *layout.Layout, funcs []string) (err error) 
 func report(w io.Writer, set *progs.Set, verbose bool, started time.Duration) {
 	if verbose {
 		fmt.Fprintf(w, "skbstat: counter updates: %v\n", set.Counting)
+		if set.Allocation.Why != "" {
+			fmt.Fprintf(w, "skbstat: stack counters: %v\n", set.Allocation)
+		}
 		for _, a := range set.Attached {
 			fmt.Fprintf(w, "skbstat: %s: %s attached as %s\n", a.Section, a.Probe, a.Mechanism)
 		}

@@ -120,7 +120,7 @@ FUNC/STACK
 : The row's kernel function or tracepoint; for DROP and CONSUME, the drop reason and then the
 kernel stack, innermost frame first, as function+offset [module]. Lines in brackets count the
 section's events that no row or stack counts: "[not counted: count map full]",
-"[not decided: IPv6 header chain longer than 64]", "[lost kernel stack id -17]".
+"[not counted: no kernel memory for a new count]", "[not decided: IPv6 header chain longer than 64]", "[lost kernel stack id -17]".
 
 # OVERHEAD
 

@@ -40,14 +40,16 @@ type ageing struct {
 }
 
 // drain switches the programs to the other generation and returns what
-// they counted in the one they used, which it leaves empty.
-func (a *ageing) drain() ([]StackCount, error) {
+// they counted in the one they used, which it leaves empty. Once the
+// programs are detached (and have ended, see Detach), none can count in
+// it: then it waits for nothing.
+func (a *ageing) drain(detached bool) ([]StackCount, error) {
 	old, next := a.active, 1-a.active
 	if err := a.gens.use(next); err != nil {
 		return nil, fmt.Errorf("switch to stack generation %d: %w", next, err)
 	}
 	a.active = next
-	if err := a.gens.quiesce(old); err != nil {
+	if err := a.quiesce(old, detached); err != nil {
 		return nil, fmt.Errorf("wait for the programs to leave stack generation %d: %w", old, err)
 	}
 	counts, err := a.gens.counts(old)
@@ -62,6 +64,13 @@ func (a *ageing) drain() ([]StackCount, error) {
 		return nil, fmt.Errorf("clear stack generation %d: %w", old, err)
 	}
 	return stacks, nil
+}
+
+func (a *ageing) quiesce(g uint32, detached bool) error {
+	if detached {
+		return nil
+	}
+	return a.gens.quiesce(g)
 }
 
 // withStacks pairs generation g's counts with the stacks they name, which

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // fakeKernel counts events as the programs do, without a kernel: each in
@@ -109,7 +110,7 @@ func TestDrainExact(t *testing.T) {
 	got := map[uint64]uint64{} // drained per location, that is per kind
 	var drains, lost int
 	drain := func() {
-		stacks, err := a.drain()
+		stacks, err := a.drain(false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -156,7 +157,7 @@ func TestDrainFreesStacks(t *testing.T) {
 	a := &ageing{gens: f}
 	for i := range 3 {
 		f.event(i)
-		stacks, err := a.drain()
+		stacks, err := a.drain(false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -182,7 +183,7 @@ func TestEntriesWithin(t *testing.T) {
 		{"tiny", 1, 1000, minEntries, minEntries},
 	} {
 		var got []uint32
-		for _, spec := range mapSpecs(0, true, MaxStackDepth) {
+		for _, spec := range mapSpecs(0, true, MaxStackDepth, Allocation{}) {
 			if resizable(spec) {
 				got = append(got, entriesWithin(spec, c.cpus, c.budget))
 			}
@@ -190,5 +191,32 @@ func TestEntriesWithin(t *testing.T) {
 		if want := []uint32{c.count, c.stacks, c.count, c.stacks}; fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("%s: entries %v, want %v (counters, stacks of each generation)", c.name, got, want)
 		}
+	}
+}
+
+// TestDrainEndedWaitsForNothing checks that the read after Detach does not
+// wait for a grace period, which costs milliseconds at every exit: a
+// program held in its read section would block a drain that waits.
+func TestDrainEndedWaitsForNothing(t *testing.T) {
+	f := newFakeKernel(8)
+	f.event(1)
+	a := &ageing{gens: f}
+	f.rcu.RLock() // a program that never ends, which a wait would wait for
+	defer f.rcu.RUnlock()
+	done := make(chan []StackCount)
+	go func() {
+		stacks, err := a.drain(true)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- stacks
+	}()
+	select {
+	case stacks := <-done:
+		if len(stacks) != 1 || stacks[0].Count != 1 {
+			t.Errorf("drained %+v, want the one event", stacks)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("drain of ended programs waited for a program to leave its read section")
 	}
 }

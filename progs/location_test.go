@@ -31,7 +31,7 @@ func TestCountStackLocation(t *testing.T) {
 		{"none", layout.Field{}, asm.StoreImm(asm.R10, slotKey+16, 0, asm.Word)},
 	} {
 		h := tracepointHook{tp: layout.Tracepoint{Skb: layout.Field{Size: 8}, Location: tc.location}}
-		insns := countStack(Consume, h, 1, atomicAdd, true)
+		insns := countStack(Consume, h, 1, Config{}, true)
 		for _, ins := range insns {
 			if ins.OpCode == asm.InvalidOpCode {
 				t.Errorf("%s: an instruction asm cannot encode (an 8-byte immediate store?):\n%v", tc.name, insns)

@@ -12,13 +12,13 @@
 package progs
 
 import (
-	"encoding/binary"
 	"fmt"
 	"io"
 	"math"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"golang.org/x/sys/unix"
 
 	"github.com/skbstat/skbstat/filter"
 	"github.com/skbstat/skbstat/kallsyms"
@@ -59,8 +59,10 @@ type Config struct {
 	// record, at most MaxStackDepth; 0 is MaxStackDepth. The kernel walks
 	// no further than that.
 	StackDepth int
-	// update is how the programs update counters, chosen by Load.
+	// update is how the programs update counters, and alloc how the
+	// stack counters get memory, chosen by Load.
 	update counterUpdate
+	alloc  Allocation
 }
 
 // probe is one source of counts: a row of an INGRESS, EGRESS or FUNC
@@ -116,25 +118,6 @@ func numberRows(ps []*probe) uint32 {
 	return rows
 }
 
-// Map names, as referenced by the generated instructions. The stacks and
-// their counters are in two generations of maps: the programs count in the
-// one that generationMap names, while user space reads and clears the other
-// (see drain), so that stacks which stopped occurring never block new ones.
-const (
-	rowsMap       = "rows"       // per-CPU counter per row, then the sections' notes
-	generationMap = "generation" // which generation the programs count in: 0 or 1
-)
-
-// numGenerations is how many generations of stack maps there are.
-const numGenerations = 2
-
-// stacksMap is generation g's per-CPU counter per (section, stack, reason,
-// location).
-func stacksMap(g uint32) string { return fmt.Sprintf("stacks%d", g) }
-
-// tracesMap is generation g's kernel stacks by id.
-func tracesMap(g uint32) string { return fmt.Sprintf("traces%d", g) }
-
 // MaxStackDepth is the most frames a kernel stack records
 // (PERF_MAX_STACK_DEPTH).
 const MaxStackDepth = 127
@@ -151,54 +134,6 @@ func (cfg Config) stackDepth() uint32 {
 // (--locations): no stack map holds an id so large.
 const notWalked int32 = math.MaxInt32
 
-// Map sizes per generation: counters per (section, stack, reason), and
-// distinct stacks; a generation holds one interval's. They are the most a
-// run asks for: where the kernel refuses that much memory, each is halved
-// until it accepts (see newMap). Variables, so that tests can make them
-// overflow.
-var (
-	countEntries uint32 = 16384
-	stackEntries uint32 = 8192
-)
-
-// minEntries is the fewest entries a halved map may keep.
-const minEntries = 64
-
-// stackKey is a key of a stacksMap, as countStack writes it at slotKey.
-type stackKey struct {
-	Section uint32
-	StackID int32 // negative: the kernel could not record the stack (-errno)
-	Reason  uint32
-	_       uint32
-	// Location is the tracepoint's location argument, zero-extended on a
-	// 32-bit kernel; 0 where the tracepoint has none. It names the place
-	// of the event where the kernel's stack does not.
-	Location uint64
-}
-
-// stackKeySize is the size of a stackKey in the map and on the BPF stack.
-var stackKeySize = uint32(binary.Size(stackKey{}))
-
-// mapSpecs are the maps of a Set with rows rows, with DROP or CONSUME
-// where withStacks, whose stacks record depth frames (none: 0).
-func mapSpecs(rows uint32, withStacks bool, depth uint32) []*ebpf.MapSpec {
-	specs := []*ebpf.MapSpec{{
-		Name: rowsMap, Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8,
-		MaxEntries: rows + uint32(numSections)*uint32(numNoted),
-	}}
-	if !withStacks {
-		return specs
-	}
-	specs = append(specs, &ebpf.MapSpec{Name: generationMap, Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
-	for g := range uint32(numGenerations) {
-		specs = append(specs, &ebpf.MapSpec{Name: stacksMap(g), Type: ebpf.PerCPUHash, KeySize: stackKeySize, ValueSize: 8, MaxEntries: countEntries})
-		if depth > 0 {
-			specs = append(specs, &ebpf.MapSpec{Name: tracesMap(g), Type: ebpf.StackTrace, KeySize: 4, ValueSize: 8 * depth, MaxEntries: stackEntries})
-		}
-	}
-	return specs
-}
-
 // Cause is why a section's events were counted apart from its rows and
 // stacks, in a note of the section.
 type Cause int
@@ -206,7 +141,8 @@ type Cause int
 // The causes. Those before numNoted have a counter per section, after the
 // rows, in the rows map.
 const (
-	CountMapFull Cause = iota // the count map had no room for a new key
+	CountMapFull  Cause = iota // the count map had no room for a new key
+	CountNoMemory              // the kernel had no memory for a new key (see Allocation)
 	// firstUndecided is the cause of filter.Undecided 0; the others follow.
 	firstUndecided
 	numNoted = firstUndecided + Cause(filter.NumUndecided)
@@ -232,6 +168,8 @@ func (c Cause) Key() string {
 		return "not_decided_" + filter.Undecided(c-firstUndecided).Key()
 	case c == AlreadyRunning:
 		return "recursion_miss"
+	case c == CountNoMemory:
+		return "count_no_memory"
 	}
 	return "count_map_full"
 }
@@ -243,6 +181,8 @@ func (c Cause) String() string {
 	switch {
 	case c == CountMapFull:
 		return "not counted: count map full"
+	case c == CountNoMemory:
+		return "not counted: no kernel memory for a new count"
 	case c >= firstUndecided && c < numNoted:
 		return "not decided: " + filter.Undecided(c-firstUndecided).String()
 	case c == AlreadyRunning:
@@ -274,7 +214,7 @@ func program(p *probe, h hook, cfg Config, rows uint32) (generated, error) {
 	g.filterEnd = len(insns)
 	count := countRow(h.storeRowKey(p.row), "exit", cfg.update)
 	if p.stacks() {
-		count = countStack(p.section, h, rows, cfg.update, !cfg.Locations)
+		count = countStack(p.section, h, rows, cfg, !cfg.Locations)
 	}
 	count[0] = count[0].WithSource(asm.Comment("count"))
 	insns = append(insns, count...)
@@ -368,9 +308,10 @@ func countRow(storeKey asm.Instructions, done string, u counterUpdate) asm.Instr
 
 // countStack adds one to the counter of (section, kernel stack, drop
 // reason, location) in the generation of maps that user space selected, a
-// load and a branch. Events that find the count map full go to the
-// section's note.
-func countStack(s Section, h hook, rows uint32, u counterUpdate, walk bool) asm.Instructions {
+// load and a branch. Events that find no room for a new counter go to the
+// section's note of why: the count map full, or, where its entries are
+// allocated on insert, no memory for one.
+func countStack(s Section, h hook, rows uint32, cfg Config, walk bool) asm.Instructions {
 	insns := storeStackKey(s, h)
 	insns = append(insns,
 		asm.LoadMapValue(asm.R1, 0, 0).WithReference(generationMap).WithSource(asm.Comment("the generation of stack maps to count in")),
@@ -378,12 +319,28 @@ func countStack(s Section, h hook, rows uint32, u counterUpdate, walk bool) asm.
 		asm.JNE.Imm(asm.R1, 0, generationLabel(1)),
 	)
 	for g := range uint32(numGenerations) {
-		insns = append(insns, countStackIn(g, u, walk)...)
+		insns = append(insns, countStackIn(g, cfg.update, walk)...)
 	}
-	full := countRow(rowImmediate{}.storeRowKey(noteRow(rows, s, CountMapFull)), "exit", u)
-	full[0] = full[0].WithSymbol("full")
-	return append(insns, full...)
+	full := countRow(rowImmediate{}.storeRowKey(noteRow(rows, s, CountMapFull)), "exit", cfg.update)
+	if !cfg.alloc.onDemand {
+		full[0] = full[0].WithSymbol(uncountedLabel)
+		return append(insns, full...)
+	}
+	noMemory := countRow(rowImmediate{}.storeRowKey(noteRow(rows, s, CountNoMemory)), "exit", cfg.update)
+	noMemory[0] = noMemory[0].WithSymbol("no_memory")
+	insns = append(insns, asm.JEq.Imm(regInsertErr, -int32(unix.ENOMEM), "no_memory").WithSymbol(uncountedLabel))
+	insns = append(insns, full...)
+	return append(append(insns, asm.Ja.Label("exit")), noMemory...)
 }
+
+// uncountedLabel is where an event goes that found no counter and could
+// not insert one, with the insert's error in regInsertErr.
+const uncountedLabel = "uncounted"
+
+// regInsertErr keeps why a counter's insert failed, across the lookup
+// after it: a register the helper calls preserve, unused once the filter
+// has decided.
+const regInsertErr = asm.R7
 
 // storeStackKey writes the stackKey at slotKey but for its stack id.
 func storeStackKey(s Section, h hook) asm.Instructions {
@@ -410,7 +367,7 @@ func generationLabel(g uint32) string { return fmt.Sprintf("generation%d", g) }
 
 // countStackIn records the kernel stack in generation g's stack map where
 // walk, and adds one to its counter there, inserting the counter on first
-// use; it goes on at "full" where there is no room for it, else at "exit".
+// use; it goes on at uncountedLabel where it could not, else at "exit".
 func countStackIn(g uint32, u counterUpdate, walk bool) asm.Instructions {
 	insert := fmt.Sprintf("insert%d", g)
 	insns := recordStack(g, walk)
@@ -430,10 +387,11 @@ func countStackIn(g uint32, u counterUpdate, walk bool) asm.Instructions {
 		asm.Mov.Imm(asm.R4, int32(ebpf.UpdateNoExist)),
 		asm.FnMapUpdateElem.Call(),
 		asm.JEq.Imm(asm.R0, 0, "exit"),
+		asm.Mov.Reg(regInsertErr, asm.R0),
 	)
 	// Another CPU may have inserted the key first: look again.
 	insns = append(insns, lookupKey(stacksMap(g))...)
-	insns = append(insns, asm.JEq.Imm(asm.R0, 0, "full"))
+	insns = append(insns, asm.JEq.Imm(asm.R0, 0, uncountedLabel))
 	insns = append(insns, increment(u)...)
 	return append(insns, asm.Ja.Label("exit"))
 }
@@ -466,6 +424,9 @@ func Dump(w io.Writer, cfg Config) error {
 	// Which update the kernel runs well is found by loading a program,
 	// which --dump-bpf does not do.
 	fmt.Fprintf(w, "; counters: %v; at start skbstat tries whether this kernel's JIT compiles one, else it counts with a plain add at hooks that never nest (-v says which)\n", cfg.update)
+	if cfg.Consume || cfg.Drop {
+		fmt.Fprintf(w, "; stack counters: preallocated, as shown; at start skbstat tries whether this kernel lets tracing programs allocate them on insert, and then counts inserts that find no memory in a note of their own (-v says which)\n")
+	}
 	for _, m := range pl.missing {
 		fmt.Fprintf(w, "; %s: not attached: %v\n", m.Probe, m.Err)
 	}

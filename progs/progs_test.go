@@ -140,42 +140,55 @@ func TestTracepointHooks(t *testing.T) {
 // TestOverflow makes the maps too small on purpose: a stack that finds the
 // stack map's one bucket taken is still counted, under its error; an event
 // that finds the count map full is counted as uncounted. Neither is lost or
-// given to another stack.
+// given to another stack. Both with preallocated count maps and, where the
+// kernel allows it, with maps that allocate on insert.
 func TestOverflow(t *testing.T) {
 	l := kernelLayout(t)
+	allocations := []Allocation{{Why: "chosen by the test"}}
+	if a := chooseAllocation(); a.onDemand {
+		allocations = append(allocations, a)
+	} else {
+		t.Logf("not tried allocated on insert: %v", a)
+	}
 	for _, c := range []struct {
 		name     string
 		counters uint32
 	}{{"lost stack", 2}, {"count map full", 1}} {
-		t.Run(c.name, func(t *testing.T) {
-			defer func(counters, stacks uint32) { countEntries, stackEntries = counters, stacks }(countEntries, stackEntries)
-			countEntries, stackEntries = c.counters, 1
-			v4 := closedPort(t)
-			s := loadDrops(t, l, filter.Options{Dport: strconv.Itoa(int(v4.Port())), Proto: "udp"})
-			// IPv4 and IPv6 drops have different stacks; only one fits.
-			const n = 5
-			sendUDP(t, v4, n)
-			sendUDP(t, netip.AddrPortFrom(netip.IPv6Loopback(), v4.Port()), n)
-			cnt, err := s.Read()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var recorded, lost uint64
-			for _, st := range cnt.Stacks {
-				if st.Lost != 0 {
-					lost += st.Count
-				} else {
-					recorded += st.Count
-				}
-			}
-			got := []uint64{recorded, lost, cnt.Noted(Drop, CountMapFull)}
-			want := []uint64{n, n, 0}
-			if c.counters == 1 {
-				want = []uint64{n, 0, n}
-			}
-			if fmt.Sprint(got) != fmt.Sprint(want) {
-				t.Errorf("recorded, lost, uncounted = %v, want %v (%+v)", got, want, cnt)
-			}
-		})
+		for _, a := range allocations {
+			t.Run(fmt.Sprintf("%s, %s", c.name, a.how()), func(t *testing.T) { overflow(t, l, c.counters, a) })
+		}
+	}
+}
+
+func overflow(t *testing.T, l *layout.Layout, counters uint32, a Allocation) {
+	defer func(find func() Allocation) { findAllocation = find }(findAllocation)
+	findAllocation = func() Allocation { return a }
+	defer func(counters, stacks uint32) { countEntries, stackEntries = counters, stacks }(countEntries, stackEntries)
+	countEntries, stackEntries = counters, 1
+	v4 := closedPort(t)
+	s := loadDrops(t, l, filter.Options{Dport: strconv.Itoa(int(v4.Port())), Proto: "udp"})
+	// IPv4 and IPv6 drops have different stacks; only one fits.
+	const n = 5
+	sendUDP(t, v4, n)
+	sendUDP(t, netip.AddrPortFrom(netip.IPv6Loopback(), v4.Port()), n)
+	cnt, err := s.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recorded, lost uint64
+	for _, st := range cnt.Stacks {
+		if st.Lost != 0 {
+			lost += st.Count
+		} else {
+			recorded += st.Count
+		}
+	}
+	got := []uint64{recorded, lost, cnt.Noted(Drop, CountMapFull)}
+	want := []uint64{n, n, 0}
+	if counters == 1 {
+		want = []uint64{n, 0, n}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("recorded, lost, uncounted = %v, want %v (%+v)", got, want, cnt)
 	}
 }

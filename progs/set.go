@@ -3,7 +3,6 @@ package progs
 import (
 	"errors"
 	"fmt"
-	"math"
 	"sort"
 	"strings"
 	"sync"
@@ -12,7 +11,6 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
-	"golang.org/x/sys/unix"
 )
 
 // Set is the loaded and attached programs of one skbstat run.
@@ -26,6 +24,8 @@ type Set struct {
 
 	// Counting is how the programs update their counters, and why.
 	Counting Counting
+	// Allocation is how the stack counters get memory for their entries.
+	Allocation Allocation
 
 	// Attached says, per probe, how it was attached; Skipped, why not.
 	Attached []Attachment
@@ -38,6 +38,8 @@ type Set struct {
 	ageing *ageing
 	// drained is the sum of every stack count drained so far.
 	drained uint64
+	// ended: the programs are detached, and none still runs.
+	ended bool
 }
 
 // Attachment is the outcome for one probe.
@@ -61,30 +63,23 @@ func Load(cfg Config) (*Set, error) {
 
 func load(cfg Config, p plan) (_ *Set, err error) {
 	ps := p.probes
-	s := &Set{probes: ps, maps: map[string]*ebpf.Map{}, prevRows: map[uint32]uint64{}, Skipped: p.missing}
+	s := &Set{probes: ps, prevRows: map[uint32]uint64{}, Skipped: p.missing}
 	s.rows = numberRows(ps)
 	defer func() {
 		if err != nil {
 			s.Close()
 		}
 	}()
-	withStacks := cfg.Consume || cfg.Drop
-	depth := cfg.stackDepth()
-	if cfg.Locations {
-		depth = 0
-	}
-	for _, spec := range mapSpecs(s.rows, withStacks, depth) {
-		m, err := newMap(spec)
-		if err != nil {
-			return nil, fmt.Errorf("create map %s: %w", spec.Name, err)
-		}
-		s.maps[spec.Name] = m
+	s.Allocation = findAllocation()
+	cfg.alloc = s.Allocation
+	if s.maps, err = createMaps(cfg, s.rows); err != nil {
+		return nil, err
 	}
 	if s.Counting, err = findCounting(); err != nil {
 		return nil, err
 	}
 	cfg.update = s.Counting.update
-	if withStacks {
+	if cfg.Consume || cfg.Drop {
 		s.ageing = &ageing{gens: newKernelGenerations(s.maps)}
 	}
 	var funcs []*probe
@@ -116,67 +111,6 @@ func load(cfg Config, p plan) (_ *Set, err error) {
 	}
 	return s, nil
 }
-
-// newMap creates spec's map. A map of stacks or their counters is made
-// smaller where it would take more than its share of memory, or where the
-// kernel refuses the memory: halved, down to minEntries.
-func newMap(spec *ebpf.MapSpec) (*ebpf.Map, error) {
-	if !resizable(spec) {
-		return ebpf.NewMap(spec)
-	}
-	spec = spec.Copy()
-	spec.MaxEntries = entriesWithin(spec, ebpf.MustPossibleCPU(), mapBudget())
-	for {
-		m, err := ebpf.NewMap(spec)
-		if err == nil || spec.MaxEntries/2 < minEntries || !(errors.Is(err, unix.ENOMEM) || errors.Is(err, unix.E2BIG)) {
-			return m, err
-		}
-		spec.MaxEntries /= 2
-	}
-}
-
-// resizable: the map's size is a choice (the stacks and their counters),
-// not a count of what the programs index.
-func resizable(spec *ebpf.MapSpec) bool {
-	return spec.Type == ebpf.PerCPUHash || spec.Type == ebpf.StackTrace
-}
-
-// mapBudget is the most kernel memory one resizable map may take: 1/128 of
-// the machine's memory (1 MB of a router's 128 MB), so that the four take
-// at most 3 % of it. Where the kernel does not say, the kernel's refusal
-// alone bounds them.
-func mapBudget() uint64 {
-	var si unix.Sysinfo_t
-	if err := unix.Sysinfo(&si); err != nil || si.Unit == 0 {
-		return math.MaxUint64
-	}
-	return uint64(si.Totalram) * uint64(si.Unit) / 128
-}
-
-// entriesWithin is spec's MaxEntries, halved until its map takes no more
-// than budget bytes on a machine of cpus possible CPUs, or minEntries.
-func entriesWithin(spec *ebpf.MapSpec, cpus int, budget uint64) uint32 {
-	fit := *spec
-	for fit.MaxEntries/2 >= minEntries && mapBytes(&fit, cpus) > budget {
-		fit.MaxEntries /= 2
-	}
-	return fit.MaxEntries
-}
-
-// mapBytes estimates the kernel memory of spec's map on a machine of cpus
-// possible CPUs: its keys and values (per CPU in a per-CPU map), and the
-// kernel's bookkeeping of each entry.
-func mapBytes(spec *ebpf.MapSpec, cpus int) uint64 {
-	value := uint64(spec.ValueSize)
-	if spec.Type == ebpf.PerCPUHash {
-		value *= uint64(cpus)
-	}
-	return uint64(spec.MaxEntries) * (uint64(spec.KeySize) + value + entryOverhead)
-}
-
-// entryOverhead is about what a hash or stack map spends per entry besides
-// key and value (element header, bucket, pointers): 48 to 80 bytes on 6.18.
-const entryOverhead = 64
 
 func (s *Set) record(a Attachment) {
 	if a.Err != nil {
@@ -308,7 +242,11 @@ func (s *Set) Detach() error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("detach: %w", err)
 	}
-	return s.settle()
+	if err := s.settle(); err != nil {
+		return err
+	}
+	s.ended = true
+	return nil
 }
 
 // settle waits until the counters stop changing: a program that a CPU was
@@ -466,7 +404,7 @@ func (s *Set) Read() (Counts, error) {
 	if s.ageing == nil {
 		return c, nil
 	}
-	if c.Stacks, err = s.ageing.drain(); err != nil {
+	if c.Stacks, err = s.ageing.drain(s.ended); err != nil {
 		return c, fmt.Errorf("read stack counters: %w", err)
 	}
 	for i := range c.Stacks {

@@ -331,6 +331,24 @@ func checkKernel(t *testing.T, k vm.Kernel, console string) {
 	checkCounting(t, kernel, reason, console, runs)
 	checkLayoutSource(t, k, console, runs["drop"].stderr)
 	checkTracepointHooks(t, k, runs)
+	checkAllocation(t, kernel, runs["drop"].stderr)
+}
+
+// preallocating are the kernels of the matrix that must preallocate the
+// stack counters: before Linux 6.1, a tracing program with a map that
+// allocates on insert makes the kernel warn, or is refused.
+var preallocating = map[string]bool{"5.10-amd64": true}
+
+// checkAllocation checks the allocation of the stack counters skbstat chose
+// by trying (its DROP run counted exactly with it, see checkKernel).
+func checkAllocation(t *testing.T, kernel, stderr string) {
+	want := "stack counters: allocated on insert ("
+	if preallocating[kernel] {
+		want = "stack counters: preallocated ("
+	}
+	if !strings.Contains(stderr, want) {
+		t.Errorf("no %q in\n%s", want, stderr)
+	}
 }
 
 // checkTracepointHooks checks that on a kernel with its own BTF every run
