@@ -25,6 +25,22 @@ tracepoint:net:netif_receive_skb, tracepoint:net:net_dev_queue, tracepoint:net:n
 tracepoint:skb:consume_skb, tracepoint:skb:kfree_skb { @stacks[kstack] = count(); }
 interval:ms:1 { exit(); }`
 
+// cycleJob is one job done by both tools, in one full cycle each.
+type cycleJob struct {
+	name     string
+	skbstat  []string
+	bpftrace string
+}
+
+// cycleJobs are the full cycles measured: every tracepoint, and skbstat's
+// default, DROP alone (drop stacks with their reasons).
+var cycleJobs = []cycleJob{
+	{"--input --output --consume", skbstatCycle, bpftraceCycle},
+	{"DROP (default)", []string{"-i", "0.001", "-c", "1"}, `
+tracepoint:skb:kfree_skb { @drops[kstack, args->reason] = count(); }
+interval:ms:1 { exit(); }`},
+}
+
 // sample is one full cycle of one tool.
 type sample struct {
 	wall     time.Duration
@@ -36,12 +52,13 @@ type sample struct {
 	calibrated time.Duration
 }
 
-type cycleResult struct{ skbstat, bpftrace []sample }
+// cycleResult is the samples of each job of cycleJobs, per tool.
+type cycleResult struct{ skbstat, bpftrace [][]sample }
 
-// cycles runs each tool's full cycle runs times, interleaved and with
-// alternating order (AB BA AB ...) so that the machine's noise falls on
-// both alike. With ns, paced traffic flows between the namespaces meanwhile,
-// so that stacks are printed (and /proc/kallsyms read).
+// cycles runs each tool's full cycle of each job runs times, interleaved
+// and with rotating order (ABCD BCDA ...) so that the machine's noise falls
+// on all alike. With ns, paced traffic flows between the namespaces
+// meanwhile, so that stacks are printed (and /proc/kallsyms read).
 func cycles(ctx context.Context, t tools, runs int, ns *pair) (cycleResult, error) {
 	if ns != nil {
 		bg := ns.sendCmd(ctx, t, 1<<30, closedPort, "200us")
@@ -52,18 +69,20 @@ func cycles(ctx context.Context, t tools, runs int, ns *pair) (cycleResult, erro
 		defer bg.Process.Kill()
 		time.Sleep(100 * time.Millisecond)
 	}
-	var r cycleResult
-	skb := func() error {
-		s, err := t.cycle(ctx, t.skbstat, skbstatCycle, skbstatStacks)
-		r.skbstat = append(r.skbstat, s)
-		return err
+	r := cycleResult{skbstat: make([][]sample, len(cycleJobs)), bpftrace: make([][]sample, len(cycleJobs))}
+	var jobs []func() error
+	for i, job := range cycleJobs {
+		jobs = append(jobs, func() error {
+			s, err := t.cycle(ctx, t.skbstat, job.skbstat, skbstatStacks)
+			r.skbstat[i] = append(r.skbstat[i], s)
+			return err
+		}, func() error {
+			s, err := t.cycle(ctx, "bpftrace", []string{"-e", job.bpftrace}, bpftraceStacks)
+			r.bpftrace[i] = append(r.bpftrace[i], s)
+			return err
+		})
 	}
-	bt := func() error {
-		s, err := t.cycle(ctx, "bpftrace", []string{"-e", bpftraceCycle}, bpftraceStacks)
-		r.bpftrace = append(r.bpftrace, s)
-		return err
-	}
-	return r, interleave(runs, skb, bt)
+	return r, interleave(runs, jobs...)
 }
 
 // interleave runs each job runs times, interleaved, in an order that
@@ -156,32 +175,35 @@ func bpftraceStacks(out string) bool {
 }
 
 func printCycles(runs int, idle, busy cycleResult) {
-	fmt.Printf("## Full cycle (%d runs per tool and variant, interleaved)\n\n", runs)
-	fmt.Printf("skbstat %s\n\nbpftrace -e '%s'\n\n", strings.Join(skbstatCycle, " "),
-		strings.ReplaceAll(strings.TrimSpace(bpftraceCycle), "\n", " "))
-	fmt.Println("| variant | tool | wall median | wall p90 | peak RSS median | peak RSS max | runs with stacks printed |")
-	fmt.Println("|---|---|---|---|---|---|---|")
-	for _, v := range []struct {
-		name string
-		r    cycleResult
-	}{{"idle", idle}, {"traffic (~5k pkt/s)", busy}} {
-		row := func(tool string, ss []sample) {
-			var wall, rss []float64
-			stacks := 0
-			for _, s := range ss {
-				wall = append(wall, s.wall.Seconds())
-				rss = append(rss, float64(s.rssKiB)/1024)
-				if s.stacks {
-					stacks++
+	fmt.Printf("## Full cycle (%d runs per tool, job and variant, interleaved)\n\n", runs)
+	for _, job := range cycleJobs {
+		fmt.Printf("%s: skbstat %s; bpftrace -e '%s'\n\n", job.name, strings.Join(job.skbstat, " "),
+			strings.ReplaceAll(strings.TrimSpace(job.bpftrace), "\n", " "))
+	}
+	fmt.Println("| job | variant | tool | wall median | wall p90 | peak RSS median | peak RSS max | runs with stacks printed |")
+	fmt.Println("|---|---|---|---|---|---|---|---|")
+	for i, job := range cycleJobs {
+		for _, v := range []struct {
+			name string
+			r    cycleResult
+		}{{"idle", idle}, {"traffic (~5k pkt/s)", busy}} {
+			row := func(tool string, ss []sample) {
+				var wall, rss []float64
+				stacks := 0
+				for _, s := range ss {
+					wall = append(wall, s.wall.Seconds())
+					rss = append(rss, float64(s.rssKiB)/1024)
+					if s.stacks {
+						stacks++
+					}
 				}
+				fmt.Printf("| %s | %s | %s | %.3f s | %.3f s | %.1f MiB | %.1f MiB | %d/%d |\n", job.name, v.name, tool,
+					quantile(wall, 0.5), quantile(wall, 0.9), quantile(rss, 0.5), quantile(rss, 1), stacks, len(ss))
 			}
-			fmt.Printf("| %s | %s | %.3f s | %.3f s | %.1f MiB | %.1f MiB | %d/%d |\n", v.name, tool,
-				quantile(wall, 0.5), quantile(wall, 0.9), quantile(rss, 0.5), quantile(rss, 1), stacks, len(ss))
+			row("skbstat", v.r.skbstat[i])
+			row("bpftrace", v.r.bpftrace[i])
+			fmt.Printf("| %s | %s | skbstat/bpftrace | 1/%.1f | | | | |\n", job.name, v.name, median(v.r.bpftrace[i])/median(v.r.skbstat[i]))
 		}
-		row("skbstat", v.r.skbstat)
-		row("bpftrace", v.r.bpftrace)
-		ratio := median(v.r.bpftrace) / median(v.r.skbstat)
-		fmt.Printf("| %s | bpftrace/skbstat | %.1fx | | | | |\n", v.name, ratio)
 	}
 	fmt.Println()
 }

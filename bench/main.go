@@ -187,6 +187,12 @@ func runCycles(ctx context.Context, t tools, src, dir string, runs int, ns *pair
 		return err
 	}
 	printLayouts(runs, layouts)
+
+	cost, err := measureBTF(runs)
+	if err != nil {
+		return fmt.Errorf("kernel BTF: %w", err)
+	}
+	printBTF(runs, cost)
 	return nil
 }
 
