@@ -30,10 +30,16 @@ var tracedEvents = []string{
 // PERF_EVENT_IOC_SET_BPF and PERF_EVENT_IOC_ENABLE.
 const perfIoctls = "cmd == 0x40042408 || cmd == 0x2400"
 
-// bpfCommands names the bpf commands an attach uses (enum bpf_cmd).
-var bpfCommands = map[int]string{
-	0x0: "BPF_MAP_CREATE", 0x5: "BPF_PROG_LOAD", 0x11: "BPF_RAW_TRACEPOINT_OPEN", 0x1c: "BPF_LINK_CREATE",
-	0x12: "BPF_BTF_LOAD", 0xf: "BPF_OBJ_GET_INFO_BY_FD",
+// bpfCommands names the bpf commands (enum bpf_cmd) by number.
+var bpfCommands = []string{
+	"BPF_MAP_CREATE", "BPF_MAP_LOOKUP_ELEM", "BPF_MAP_UPDATE_ELEM", "BPF_MAP_DELETE_ELEM", "BPF_MAP_GET_NEXT_KEY",
+	"BPF_PROG_LOAD", "BPF_OBJ_PIN", "BPF_OBJ_GET", "BPF_PROG_ATTACH", "BPF_PROG_DETACH", "BPF_PROG_TEST_RUN",
+	"BPF_PROG_GET_NEXT_ID", "BPF_MAP_GET_NEXT_ID", "BPF_PROG_GET_FD_BY_ID", "BPF_MAP_GET_FD_BY_ID",
+	"BPF_OBJ_GET_INFO_BY_FD", "BPF_PROG_QUERY", "BPF_RAW_TRACEPOINT_OPEN", "BPF_BTF_LOAD", "BPF_BTF_GET_FD_BY_ID",
+	"BPF_TASK_FD_QUERY", "BPF_MAP_LOOKUP_AND_DELETE_ELEM", "BPF_MAP_FREEZE", "BPF_BTF_GET_NEXT_ID",
+	"BPF_MAP_LOOKUP_BATCH", "BPF_MAP_LOOKUP_AND_DELETE_BATCH", "BPF_MAP_UPDATE_BATCH", "BPF_MAP_DELETE_BATCH",
+	"BPF_LINK_CREATE", "BPF_LINK_UPDATE", "BPF_LINK_GET_FD_BY_ID", "BPF_LINK_GET_NEXT_ID", "BPF_ENABLE_STATS",
+	"BPF_ITER_CREATE", "BPF_LINK_DETACH", "BPF_PROG_BIND_MAP", "BPF_TOKEN_CREATE",
 }
 
 // attachCalls are the calls that attach a loaded program.
@@ -143,8 +149,8 @@ func callName(syscall, args string) (string, error) {
 		return "", fmt.Errorf("bpf call without a command: %s", args)
 	}
 	cmd, _ := strconv.ParseInt(m[1], 16, 32) // [0-9a-f]+
-	if name, ok := bpfCommands[int(cmd)]; ok {
-		return name, nil
+	if int(cmd) < len(bpfCommands) {
+		return bpfCommands[cmd], nil
 	}
 	return fmt.Sprintf("bpf cmd %d", cmd), nil
 }
