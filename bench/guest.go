@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
@@ -74,6 +76,10 @@ type record struct {
 	Program   string         `json:"program,omitempty"`    // cost: name and what it serves
 	Runs      uint64         `json:"runs,omitempty"`       // cost: run_cnt gained
 	RuntimeNs int64          `json:"runtime_ns,omitempty"` // cost: run_time_ns gained
+	Tool      string         `json:"tool,omitempty"`       // attach: skbstat or bpftrace
+	Trace     *summary       `json:"trace,omitempty"`      // attach: where the attach time went
+	Script    string         `json:"script,omitempty"`     // job: bpftrace's program
+	Reason    string         `json:"reason,omitempty"`     // lacks: why the kernel lacks the mechanism
 }
 
 func emit(r record) {
@@ -88,9 +94,15 @@ func runGuest(ctx context.Context, runs, events, reps int) error {
 	}
 	emit(record{Kind: "guest", Kernel: strings.TrimSpace(string(release)), CPUs: runtime.NumCPU()})
 
-	// 1. Full cycles, interleaved; the order rotates from run to run.
+	// 1. Attaching the full set: skbstat against bpftrace, interleaved.
+	if err := attachRuns(ctx, runs); err != nil {
+		return err
+	}
+
+	// 2. Full cycles, interleaved; the order rotates from run to run.
+	available := availableMechanisms()
 	var jobs []func() error
-	for _, m := range append([]string{baseline}, mechanisms...) {
+	for _, m := range append([]string{baseline}, available...) {
 		jobs = append(jobs, func() error {
 			// busybox has no GNU time: wait4 measures the peak RSS.
 			s, err := tools{}.cycle(ctx, "skbstat", cycleArgs(m), skbstatStacks)
@@ -106,8 +118,8 @@ func runGuest(ctx context.Context, runs, events, reps int) error {
 		return err
 	}
 
-	// 2. What each mechanism leaves in the kernel while skbstat runs.
-	for _, m := range mechanisms {
+	// 3. What each mechanism leaves in the kernel while skbstat runs.
+	for _, m := range available {
 		r, err := objects(ctx, m)
 		if err != nil {
 			return err
@@ -115,7 +127,7 @@ func runGuest(ctx context.Context, runs, events, reps int) error {
 		emit(r)
 	}
 
-	// 3. Per-event cost. A server on the destination port keeps ICMP
+	// 4. Per-event cost. A server on the destination port keeps ICMP
 	// port-unreachable errors out of the egress counts.
 	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
 	if err != nil {
@@ -139,8 +151,8 @@ func runGuest(ctx context.Context, runs, events, reps int) error {
 		return nil
 	}
 	for rep := range reps {
-		for j := range mechanisms {
-			m := mechanisms[(rep+j)%len(mechanisms)]
+		for j := range available {
+			m := available[(rep+j)%len(available)]
 			for _, f := range costFilters {
 				cmd := exec.CommandContext(ctx, "skbstat", costArgs(m, f.sport)...)
 				got, _, _, err := measure(ctx, cmd, "skbstat: tracing", byTarget, send)
@@ -160,6 +172,86 @@ func runGuest(ctx context.Context, runs, events, reps int) error {
 		emit(record{Kind: "send", Mechanism: "none", Seconds: took.Seconds()})
 	}
 	return nil
+}
+
+// availableMechanisms are the mechanisms the kernel has; for each of the
+// others a lacks record says why not. Only kprobe.multi is missing from
+// some kernels of the matrix (Debian's 6.1 and 5.10).
+func availableMechanisms() []string {
+	var ms []string
+	for _, m := range mechanisms {
+		if m == "kprobe-multi" {
+			if err := features.HaveBPFLinkKprobeMulti(); err != nil {
+				emit(record{Kind: "lacks", Mechanism: m, Reason: err.Error()})
+				continue
+			}
+		}
+		ms = append(ms, m)
+	}
+	return ms
+}
+
+// attachArgs attach the full --input/--output set as skbstat chooses
+// (--attach auto), and end after one 1 ms interval.
+var attachArgs = []string{"-v", "--input", "--output", "--no_drop", "-i", "0.001", "-c", "1"}
+
+// attachRuns runs skbstat attachArgs and bpftrace doing the same job runs
+// times each, interleaved, with the syscall trace on.
+func attachRuns(ctx context.Context, runs int) error {
+	out, err := exec.CommandContext(ctx, "skbstat", attachArgs...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("skbstat %s: %v\n%s", strings.Join(attachArgs, " "), err, out)
+	}
+	syms, err := kernelSyms()
+	if err != nil {
+		return err
+	}
+	script, left := bpftraceJob(string(out), syms)
+	emit(record{Kind: "job", Script: script, Rows: left})
+	traced := func(tool string, args []string) func() error {
+		return func() error {
+			if err := startTrace(); err != nil {
+				return err
+			}
+			s, err := tools{}.cycle(ctx, tool, args, func(string) bool { return false })
+			t, terr := stopTrace(tool)
+			if err = errors.Join(err, terr); err != nil {
+				return err
+			}
+			sum := t.summarize()
+			emit(record{Kind: "attach", Tool: tool, Seconds: s.wall.Seconds(), Attached: s.attached.Seconds(),
+				RSSKiB: s.rssKiB, Trace: &sum})
+			return nil
+		}
+	}
+	return interleave(runs, traced("skbstat", attachArgs), traced("bpftrace", []string{"-e", script}))
+}
+
+// attachedRow is skbstat -v's line for an attached row: section, row
+// (a function, or a tracepoint as group:name) and mechanism.
+var attachedRow = regexp.MustCompile(`(?m)^skbstat: [A-Z]+: (\S+) attached as (\S+)$`)
+
+// bpftraceJob is the bpftrace program that counts what skbstat's output
+// out says it attached, each row with the same kind of hook: fentry rows as
+// kfunc probes, the other function rows as kprobes, tracepoints as (perf)
+// tracepoints, and ends as skbstat does after 1 ms. Rows attached to a
+// compiler clone, which bpftrace cannot name, are returned in left.
+func bpftraceJob(out string, syms *kallsyms.Table) (script string, left []string) {
+	var probes []string
+	for _, m := range attachedRow.FindAllStringSubmatch(out, -1) {
+		row, mech := m[1], m[2]
+		switch _, known := syms.Address(row); {
+		case strings.Contains(row, ":"):
+			probes = append(probes, "tracepoint:"+row)
+		case mech == "fentry":
+			probes = append(probes, "kfunc:"+row)
+		case known:
+			probes = append(probes, "kprobe:"+row)
+		default:
+			left = append(left, row)
+		}
+	}
+	return strings.Join(probes, ", ") + " { @[probe] = count(); } interval:ms:1 { exit(); }", left
 }
 
 // objects runs skbstat with the full set attached with m and counts its

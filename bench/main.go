@@ -58,7 +58,8 @@ func main() {
 	events := flag.Int("events", 20000, "datagrams sent per per-event measurement")
 	reps := flag.Int("reps", 3, "repetitions of each per-event measurement")
 	src := flag.String("src", "", "skbstat source tree to build (default: the current module)")
-	inVM := flag.Bool("vm", false, "measure the kernel-function rows in the Debian 6.12 VM instead")
+	inVM := flag.Bool("vm", false, "measure the kernel-function rows in a Debian VM instead (-kernel)")
+	vmKernel := flag.String("kernel", defaultVMKernel, "with -vm: the test/vm matrix kernel to boot")
 	guest := flag.Bool("guest", false, "the -vm measurement's side inside the VM (used by -vm)")
 	calibration := flag.Bool("calibration", false, "measure calibration in the VMs without BTF (and one with) instead")
 	perEvent := flag.Bool("per-event", false, "measure only the per-event cost (with -storm: and the drop storm)")
@@ -75,7 +76,7 @@ func main() {
 	case *calibration:
 		err = runCalibration(ctx, *src, *runs)
 	case *inVM:
-		err = runVM(ctx, *src, *runs, *events, *reps)
+		err = runVM(ctx, *src, *vmKernel, *runs, *events, *reps)
 	default:
 		err = run(ctx, *src, *runs, *events, *reps, stormSize{*datagrams, *rounds}, chosenParts(*perEvent, *storm))
 	}

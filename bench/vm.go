@@ -18,12 +18,13 @@ import (
 
 const module = "github.com/skbstat/skbstat"
 
-// vmKernel is the matrix kernel that has all three mechanisms.
-const vmKernel = "6.12-amd64"
+// defaultVMKernel is the matrix kernel that has all three mechanisms.
+const defaultVMKernel = "6.12-amd64"
 
 // runVM cross-builds skbstat, test/traffic and this benchmark, boots the
-// VM with them, runs `bench -guest` there and prints what it measured.
-func runVM(ctx context.Context, src string, runs, events, reps int) error {
+// VM of kernel vmKernel with them and with the suite's bpftrace, runs
+// `bench -guest` there and prints what it measured.
+func runVM(ctx context.Context, src, vmKernel string, runs, events, reps int) error {
 	if src != "" {
 		if err := os.Chdir(src); err != nil { // vm.BuildStatic builds in the working directory
 			return err
@@ -46,9 +47,10 @@ func runVM(ctx context.Context, src string, runs, events, reps int) error {
 		}
 	}
 	res, err := vm.Run(ctx, k, vm.Options{
-		Files:   files,
-		Script:  fmt.Sprintf("bench -guest -runs %d -events %d -reps %d\n", runs, events, reps),
-		Timeout: time.Hour,
+		Files:    files,
+		Packages: []string{"bpftrace"},
+		Script:   fmt.Sprintf("bench -guest -runs %d -events %d -reps %d\n", runs, events, reps),
+		Timeout:  time.Hour,
 	})
 	if err != nil {
 		return err
@@ -68,6 +70,17 @@ func runVM(ctx context.Context, src string, runs, events, reps int) error {
 	}
 	printVM(res, runs, events, reps, recs)
 	return nil
+}
+
+// measured are the mechanisms the guest measured, in mechanisms' order.
+func measured(recs []record) []string {
+	var ms []string
+	for _, m := range mechanisms {
+		if slices.ContainsFunc(recs, func(r record) bool { return r.Kind == "cycle" && r.Mechanism == m }) {
+			ms = append(ms, m)
+		}
+	}
+	return ms
 }
 
 func printVM(res vm.Result, runs, events, reps int, recs []record) {
@@ -95,13 +108,15 @@ func printVM(res vm.Result, runs, events, reps int, recs []record) {
 			g.Kernel, res.Package, g.CPUs, runtime.NumCPU(), runtime.Version(), res.Boot.Round(time.Second))
 	}
 
+	printAttach(recs, runs)
+
 	fmt.Printf("## Full cycle with every --input/--output row (%d runs each, interleaved)\n\n", runs)
 	fmt.Printf("skbstat %s; baseline: skbstat %s\n\n", strings.Join(cycleArgs("M"), " "), strings.Join(cycleArgs(baseline), " "))
 	fmt.Println("| --attach | rows attached with it | not attached | BPF programs | links | wall median | wall p90 | start to attached | attached to exit | wall - baseline | peak RSS median |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
 	base := medianOf(by("cycle", baseline, ""), seconds)
 	var causes []string
-	for _, m := range append([]string{baseline}, mechanisms...) {
+	for _, m := range append([]string{baseline}, measured(recs)...) {
 		cs := by("cycle", m, "")
 		var wall []float64
 		for _, c := range cs {
@@ -136,6 +151,12 @@ func printVM(res vm.Result, runs, events, reps int, recs []record) {
 			quantile(wall, 0.5)-base, medianOf(cs, func(r record) float64 { return float64(r.RSSKiB) / 1024 }))
 	}
 	fmt.Println()
+	for _, r := range recs {
+		if r.Kind != "lacks" {
+			continue
+		}
+		fmt.Printf("- %s: not measured, the kernel lacks it: %s\n", r.Mechanism, r.Reason)
+	}
 	for _, c := range causes {
 		fmt.Printf("- %s\n", c)
 	}
@@ -152,7 +173,7 @@ func printVM(res vm.Result, runs, events, reps int, recs []record) {
 		fmt.Printf("| %s | %s | %.3f s | %.1f µs | %+.1f µs |\n", m, cmp.Or(filter, "-"), s, s/float64(events)*1e6, (s-none)/float64(events)*1e6)
 	}
 	row("none", "")
-	for _, m := range mechanisms {
+	for _, m := range measured(recs) {
 		for _, f := range costFilters {
 			row(m, f.name)
 		}
@@ -210,7 +231,8 @@ func printVMCosts(recs []record, events, reps int) {
 	fmt.Println("Cells: run_time_ns / run_cnt gained (ns per event), and run_cnt gained; * = one kprobe.multi program for all the functions marked so, its figures.")
 	fmt.Println()
 	header, rule := "| function or tracepoint |", "|---|"
-	for _, m := range mechanisms {
+	ms := measured(recs)
+	for _, m := range ms {
 		for _, f := range costFilters {
 			header += fmt.Sprintf(" %s, %s |", m, f.name)
 			rule += "---|"
@@ -220,7 +242,7 @@ func printVMCosts(recs []record, events, reps int) {
 	fmt.Println(rule)
 	for _, t := range targets {
 		line := "| " + t + " |"
-		for _, m := range mechanisms {
+		for _, m := range ms {
 			for _, f := range costFilters {
 				c := cells[m+"/"+f.name+"/"+t]
 				if c == nil {
@@ -239,6 +261,85 @@ func printVMCosts(recs []record, events, reps int) {
 			}
 		}
 		fmt.Println(line)
+	}
+	fmt.Println()
+}
+
+// printAttach prints skbstat's attach of the full set against bpftrace's
+// doing the same job, and where each one's attach time went.
+func printAttach(recs []record, runs int) {
+	runsOf := map[string][]record{}
+	for _, r := range recs {
+		if r.Kind == "attach" {
+			runsOf[r.Tool] = append(runsOf[r.Tool], r)
+		}
+	}
+	of := func(tool string, f func(record) float64) []float64 {
+		var xs []float64
+		for _, r := range runsOf[tool] {
+			xs = append(xs, f(r))
+		}
+		return xs
+	}
+	attached := func(r record) float64 { return r.Trace.Attached }
+	fmt.Printf("## Attaching every --input/--output row: skbstat against bpftrace (%d runs each, interleaved)\n\n", runs)
+	fmt.Printf("skbstat %s\n\n", strings.Join(attachArgs, " "))
+	for _, r := range recs {
+		if r.Kind == "job" {
+			fmt.Printf("bpftrace -e '%s'\n\n", r.Script)
+			if len(r.Rows) > 0 {
+				fmt.Printf("(not in bpftrace's program, attached to a compiler clone: %s)\n\n", strings.Join(r.Rows, ", "))
+			}
+		}
+	}
+	fmt.Println("From the syscall tracepoints: *attached* is exec to the end of the last call that attaches a program")
+	fmt.Println("(BPF_LINK_CREATE, BPF_RAW_TRACEPOINT_OPEN, perf_event_open, PERF_EVENT_IOC_SET_BPF/ENABLE); *first load* is exec to the first BPF_PROG_LOAD.")
+	fmt.Println()
+	fmt.Println("| tool | first load median | attached median | attached p90 | wall median | peak RSS median |")
+	fmt.Println("|---|---|---|---|---|---|")
+	tools := []string{"skbstat", "bpftrace"}
+	for _, tool := range tools {
+		fmt.Printf("| %s | %.2f s | %.2f s | %.2f s | %.2f s | %.1f MiB |\n", tool,
+			quantile(of(tool, func(r record) float64 { return r.Trace.FirstLoad }), 0.5),
+			quantile(of(tool, attached), 0.5), quantile(of(tool, attached), 0.9),
+			quantile(of(tool, func(r record) float64 { return r.Seconds }), 0.5),
+			quantile(of(tool, func(r record) float64 { return float64(r.RSSKiB) / 1024 }), 0.5))
+	}
+	fmt.Printf("| skbstat / bpftrace | | %.2f | | %.2f | |\n\n",
+		quantile(of("skbstat", attached), 0.5)/quantile(of("bpftrace", attached), 0.5),
+		quantile(of("skbstat", func(r record) float64 { return r.Seconds }), 0.5)/quantile(of("bpftrace", func(r record) float64 { return r.Seconds }), 0.5))
+
+	fmt.Println("Calls until exit, by kind (medians over the runs): calls, one call's median and maximum, and the time inside all of them.")
+	fmt.Println()
+	fmt.Println("| tool | call | calls | median call | slowest call | time in calls |")
+	fmt.Println("|---|---|---|---|---|---|")
+	for _, tool := range tools {
+		var names []string
+		for _, r := range runsOf[tool] {
+			for _, c := range r.Trace.Calls {
+				if !slices.Contains(names, c.Name) {
+					names = append(names, c.Name)
+				}
+			}
+		}
+		for _, n := range names {
+			stat := func(f func(callStat) float64) float64 {
+				var xs []float64
+				for _, r := range runsOf[tool] {
+					for _, c := range r.Trace.Calls {
+						if c.Name == n {
+							xs = append(xs, f(c))
+						}
+					}
+				}
+				return quantile(xs, 0.5)
+			}
+			fmt.Printf("| %s | %s | %.0f | %.2f ms | %.2f ms | %.3f s |\n", tool, n,
+				stat(func(c callStat) float64 { return float64(c.Count) }),
+				stat(func(c callStat) float64 { return c.Median * 1e3 }),
+				stat(func(c callStat) float64 { return c.Max * 1e3 }),
+				stat(func(c callStat) float64 { return c.Total }))
+		}
 	}
 	fmt.Println()
 }

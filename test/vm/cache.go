@@ -22,6 +22,9 @@ type image struct {
 	vmlinuz string
 	modules string // the package's lib/modules/RELEASE directory
 	busybox string // static busybox for the kernel's architecture
+	// packages are the unpacked trees of Options.Packages and their
+	// dependencies.
+	packages []string
 }
 
 // cache is the locked cache directory.
@@ -63,9 +66,9 @@ func cacheDir() (string, error) {
 	return dir, nil
 }
 
-// prepare returns k's kernel, modules and busybox, fetching what the
-// cache does not have yet.
-func prepare(ctx context.Context, k Kernel) (image, error) {
+// prepare returns k's kernel, modules and busybox, and the unpacked
+// packages of k's suite, fetching what the cache does not have yet.
+func prepare(ctx context.Context, k Kernel, packages []string) (image, error) {
 	for _, tool := range [][2]string{{"apt-get", "apt"}, {"dpkg-deb", "dpkg"}} {
 		if _, err := exec.LookPath(tool[0]); err != nil {
 			return image{}, fmt.Errorf("%s is missing (package %s): kernels come from the Debian archive", tool[0], tool[1])
@@ -98,6 +101,11 @@ func prepare(ctx context.Context, k Kernel) (image, error) {
 	})
 	if err != nil {
 		return image{}, err
+	}
+	if len(packages) > 0 {
+		if img.packages, err = c.packageTrees(ctx, root, packages); err != nil {
+			return image{}, fmt.Errorf("packages %s of %s: %w", strings.Join(packages, ", "), k.Suite, err)
+		}
 	}
 	// One busybox per architecture, from the machine's own suite.
 	bbRoot, err := c.aptRoot(ctx, sources, codename, k.Arch)

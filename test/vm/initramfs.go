@@ -41,7 +41,7 @@ poweroff -f
 
 // buildInitramfs writes a newc cpio archive to file with busybox, /init,
 // the script, the modules (decompressed, since busybox insmod may not
-// handle compression) and opt's files.
+// handle compression), the unpacked packages and opt's files.
 func buildInitramfs(file string, img image, opt Options, token string) error {
 	mods, err := resolveModules(img.modules, opt.Modules)
 	if err != nil {
@@ -65,6 +65,11 @@ func buildInitramfs(file string, img image, opt Options, token string) error {
 	w.charDevice("/dev/console", 5, 1)
 	if err := w.hostFile("/bin/busybox", img.busybox, 0o755); err != nil {
 		return err
+	}
+	for _, tree := range img.packages {
+		if err := w.addTree(tree); err != nil {
+			return fmt.Errorf("package %s: %w", filepath.Base(tree), err)
+		}
 	}
 	w.file("/init", 0o755, []byte(fmt.Sprintf(initScript, insmod.String(), endMarker+" "+token)))
 	w.file("/script", 0o755, []byte(opt.Script))
@@ -302,6 +307,15 @@ func (c *cpioWriter) dir(name string) {
 func (c *cpioWriter) charDevice(name string, major, minor int) {
 	c.parents(name)
 	c.header(name, 0o020600, 0, major, minor)
+}
+
+func (c *cpioWriter) symlink(name, target string) {
+	c.parents(name)
+	c.header(name, 0o120777, int64(len(target)), 0, 0)
+	if c.err == nil {
+		_, c.err = c.w.WriteString(target)
+	}
+	c.pad(int64(len(target)))
 }
 
 func (c *cpioWriter) file(name string, perm fs.FileMode, data []byte) {

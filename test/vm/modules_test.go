@@ -17,7 +17,7 @@ func TestResolveModules(t *testing.T) {
 	requireVMs(t)
 	for _, k := range Matrix {
 		t.Run(k.Name, func(t *testing.T) {
-			img, err := prepare(context.Background(), k)
+			img, err := prepare(context.Background(), k, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

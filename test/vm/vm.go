@@ -70,6 +70,11 @@ type Options struct {
 	// the script runs, e.g. "veth". Built-in ones are skipped; one the
 	// kernel package does not have is an error.
 	Modules []string
+	// Packages are Debian packages of the kernel's suite and architecture
+	// to unpack, with their dependencies, into the guest's root, e.g.
+	// "bpftrace" (see packages.go). A package's file takes the place of a
+	// busybox applet of the same name (busybox --install keeps files).
+	Packages []string
 	// Script is run by busybox sh, with PATH covering busybox's applets.
 	Script string
 	// Timeout limits the boot; 0 means DefaultTimeout.
@@ -107,7 +112,7 @@ func Run(ctx context.Context, k Kernel, opt Options) (Result, error) {
 	}
 
 	start := time.Now()
-	img, err := prepare(ctx, k)
+	img, err := prepare(ctx, k, opt.Packages)
 	res.Prepare = time.Since(start)
 	if err != nil {
 		return res, fmt.Errorf("kernel %s: %w", k, err)
