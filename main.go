@@ -354,6 +354,15 @@ func action(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	memlockErr := raiseMemlock()
+	load := progs.Load
+	if o.layoutCannotRefuse() {
+		// What loading needs of the kernel that no layout decides (trials,
+		// the stack maps) is prepared while the layout is read.
+		kernel := progs.StartKernel(o.cfg)
+		defer kernel.Close()
+		load = kernel.Load
+	}
 	if o.cfg.Layout, err = chooseLayout(o); err != nil {
 		return err
 	}
@@ -376,7 +385,6 @@ func action(c *cli.Context) error {
 		// while the programs load, not when the first interval prints.
 		go kallsyms.Shared()
 	}
-	memlockErr := raiseMemlock()
 	var lb *lab.Lab
 	if o.cfg.Layout.IsSymbolic() {
 		if o.cfg.Layout, lb, err = calibrate(c.App.ErrWriter, o.verbose); err != nil {
@@ -398,7 +406,7 @@ func action(c *cli.Context) error {
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sig)
 
-	set, err := progs.Load(o.cfg)
+	set, err := load(o.cfg)
 	if errors.Is(err, os.ErrPermission) && memlockErr != nil {
 		return fmt.Errorf("%w (run skbstat as root, or with CAP_BPF and CAP_PERFMON, and before Linux 5.11 CAP_SYS_RESOURCE: the locked-memory limit could not be raised: %v)", err, memlockErr)
 	}
@@ -457,6 +465,14 @@ func action(c *cli.Context) error {
 			return err
 		}
 	}
+}
+
+// layoutCannotRefuse: nothing the layout says can turn o down as bad input
+// (no -f, --netns or --btf to check against it, no --dump-bpf or
+// --write-btf, which load nothing): then loading may begin before the
+// layout is read, and bad input still creates nothing in the kernel.
+func (o options) layoutCannotRefuse() bool {
+	return len(o.cfg.Funcs) == 0 && o.netns.spec == "" && o.btf == "" && !o.dumpBPF && o.writeBTF == ""
 }
 
 // raiseMemlock lifts the locked-memory limit, which kernels before 5.11

@@ -183,7 +183,7 @@ func TestEntriesWithin(t *testing.T) {
 		{"tiny", 1, 1000, minEntries, minEntries},
 	} {
 		var got []uint32
-		for _, spec := range mapSpecs(0, true, MaxStackDepth, Allocation{}) {
+		for _, spec := range stackSpecs(true, MaxStackDepth, Allocation{}) {
 			if resizable(spec) {
 				got = append(got, entriesWithin(spec, c.cpus, c.budget))
 			}

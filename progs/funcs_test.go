@@ -265,7 +265,7 @@ func TestKprobeRegisterSize(t *testing.T) {
 // verifier must accept them.
 func TestSocketRowsVerify(t *testing.T) {
 	l := kernelLayout(t)
-	rows, err := ebpf.NewMap(mapSpecs(1, false, 0, Allocation{})[0])
+	rows, err := ebpf.NewMap(rowsSpec(1))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,26 +18,37 @@ import (
 // best hook the kernel offers. A probe that cannot be attached is skipped and
 // listed in Skipped; if none can be, Load fails and leaves nothing behind.
 func Load(cfg Config) (*Set, error) {
-	p, err := newPlan(cfg, true)
-	if err != nil {
-		return nil, err
-	}
-	return load(cfg, p)
+	return prepareKernel(cfg).Load(cfg)
 }
 
-func load(cfg Config, p plan) (_ *Set, err error) {
+// Load is Load with what k prepared, which it takes: k must have been
+// started with a Config that asks for the same sections and stacks.
+func (k *Kernel) Load(cfg Config) (*Set, error) {
+	p, err := newPlan(cfg, true)
+	if err != nil {
+		k.Close()
+		return nil, err
+	}
+	return load(cfg, p, k)
+}
+
+func load(cfg Config, p plan, k *Kernel) (_ *Set, err error) {
 	s := &Set{probes: p.probes, rows: numberRows(p.probes), prevRows: map[uint32]uint64{}, Skipped: p.missing}
 	defer func() {
 		if err != nil {
 			s.Close()
 		}
 	}()
-	if cfg, err = s.tryKernel(cfg); err != nil {
+	if s.maps, err = k.take(); err != nil {
 		return nil, err
 	}
-	if s.maps, err = createMaps(cfg, s.rows); err != nil {
-		return nil, err
+	s.Counting, s.Allocation = k.counting, k.alloc
+	cfg.update, cfg.alloc = k.counting.update, k.alloc
+	rows, err := newMap(rowsSpec(s.rows))
+	if err != nil {
+		return nil, fmt.Errorf("create map %s: %w", rowsMap, err)
 	}
+	s.maps[rowsMap] = rows
 	if cfg.Consume || cfg.Drop {
 		s.ageing = &ageing{gens: newKernelGenerations(s.maps)}
 	}
@@ -46,18 +57,6 @@ func load(cfg Config, p plan) (_ *Set, err error) {
 		return nil, err
 	}
 	return s, nil
-}
-
-// tryKernel finds, by trying, how this kernel's programs best update
-// counters and allocate the stack counters, and returns cfg with both.
-func (s *Set) tryKernel(cfg Config) (Config, error) {
-	var err error
-	if s.Counting, err = findCounting(); err != nil {
-		return cfg, err
-	}
-	s.Allocation = findAllocation()
-	cfg.update, cfg.alloc = s.Counting.update, s.Allocation
-	return cfg, nil
 }
 
 // attachAll attaches every probe: tracepoints first, then the kernel

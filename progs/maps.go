@@ -62,18 +62,23 @@ type stackKey struct {
 // stackKeySize is the size of a stackKey in the map and on the BPF stack.
 var stackKeySize = uint32(binary.Size(stackKey{}))
 
-// mapSpecs are the maps of a Set with rows rows, with DROP or CONSUME
-// where withStacks, whose stacks record depth frames (none: 0), and whose
-// stack counters are allocated as a says.
-func mapSpecs(rows uint32, withStacks bool, depth uint32, a Allocation) []*ebpf.MapSpec {
-	specs := []*ebpf.MapSpec{{
+// rowsSpec is the map of the row counters of a Set with rows rows, and
+// of its sections' notes.
+func rowsSpec(rows uint32) *ebpf.MapSpec {
+	return &ebpf.MapSpec{
 		Name: rowsMap, Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8,
 		MaxEntries: rows + uint32(numSections)*uint32(numNoted),
-	}}
-	if !withStacks {
-		return specs
 	}
-	specs = append(specs, &ebpf.MapSpec{Name: generationMap, Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+}
+
+// stackSpecs are the maps of the stacks, where withStacks (DROP or
+// CONSUME), whose stacks record depth frames (none: 0), and whose counters
+// are allocated as a says.
+func stackSpecs(withStacks bool, depth uint32, a Allocation) []*ebpf.MapSpec {
+	if !withStacks {
+		return nil
+	}
+	specs := []*ebpf.MapSpec{{Name: generationMap, Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1}}
 	for g := range uint32(numGenerations) {
 		specs = append(specs, &ebpf.MapSpec{Name: stacksMap(g), Type: ebpf.PerCPUHash, KeySize: stackKeySize, ValueSize: 8, MaxEntries: countEntries, Flags: a.flags()})
 		if depth > 0 {
@@ -83,24 +88,29 @@ func mapSpecs(rows uint32, withStacks bool, depth uint32, a Allocation) []*ebpf.
 	return specs
 }
 
-// createMaps creates the maps of a Set with rows rows for cfg.
-func createMaps(cfg Config, rows uint32) (map[string]*ebpf.Map, error) {
+// createStackMaps creates the stack maps cfg asks for (none: an empty set).
+func createStackMaps(cfg Config) (map[string]*ebpf.Map, error) {
 	maps := map[string]*ebpf.Map{}
 	depth := cfg.stackDepth()
 	if cfg.Locations {
 		depth = 0
 	}
-	for _, spec := range mapSpecs(rows, cfg.Consume || cfg.Drop, depth, cfg.alloc) {
+	for _, spec := range stackSpecs(cfg.Consume || cfg.Drop, depth, cfg.alloc) {
 		m, err := newMap(spec)
 		if err != nil {
-			for _, m := range maps {
-				m.Close()
-			}
+			closeMaps(maps)
 			return nil, fmt.Errorf("create map %s: %w", spec.Name, err)
 		}
 		maps[spec.Name] = m
 	}
 	return maps, nil
+}
+
+// closeMaps closes every map of maps.
+func closeMaps(maps map[string]*ebpf.Map) {
+	for _, m := range maps {
+		m.Close()
+	}
 }
 
 // newMap creates spec's map. A map of stacks or their counters is made

@@ -22,11 +22,11 @@ func TestChooseAllocation(t *testing.T) {
 	if !a.onDemand {
 		t.Skipf("this kernel preallocates: %v", a)
 	}
-	maps, err := createMaps(Config{Drop: true, alloc: a}, 0)
+	maps, err := createStackMaps(Config{Drop: true, alloc: a})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer closeAll(maps)
+	defer closeMaps(maps)
 	for g := range uint32(numGenerations) {
 		info, err := maps[stacksMap(g)].Info()
 		if err != nil {
@@ -58,11 +58,14 @@ func TestInsertFailure(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := Config{Drop: true, Locations: true, alloc: Allocation{onDemand: c.onDemand}}
-			maps, err := createMaps(cfg, 0)
+			maps, err := createStackMaps(cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer closeAll(maps)
+			defer closeMaps(maps)
+			if maps[rowsMap], err = ebpf.NewMap(rowsSpec(0)); err != nil {
+				t.Fatal(err)
+			}
 			// A hook with neither reason nor location: the key is made of
 			// constants, so the code runs in a program of any type.
 			h := tracepointHook{tp: layout.Tracepoint{Skb: layout.Field{Size: 8}}}
@@ -131,10 +134,4 @@ func testRunnable(t *testing.T, insns asm.Instructions, maps map[string]*ebpf.Ma
 	}
 	t.Cleanup(func() { prog.Close() })
 	return prog
-}
-
-func closeAll(maps map[string]*ebpf.Map) {
-	for _, m := range maps {
-		m.Close()
-	}
 }

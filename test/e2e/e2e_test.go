@@ -495,6 +495,9 @@ func TestNoBPFCalls(t *testing.T) {
 		{"--dump-bpf", "--input", "--output", "--consume", "-f", "ip_rcv", "-d", "10.1.2.3", "-p", "udp"},
 		{"-S", "70000"},
 		{"--listen", "300.0.0.1:1"},
+		// Refused once the layout is read: nothing may be prepared before.
+		{"-f", "skbstat_no_such_function"},
+		{"--btf", "/nonexistent/vmlinux"},
 		{"--help"},
 	} {
 		trace := filepath.Join(t.TempDir(), "trace")
