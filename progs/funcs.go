@@ -484,67 +484,23 @@ func permissionCause(err error) string {
 
 // each attaches each probe with its own hook; it returns those that failed.
 func (a *funcAttacher) each(ps []*probe, m Mechanism, hookFor func(*probe) (hook, error)) (left []*probe) {
-	as := make([]attempt, len(ps))
-	for i, p := range ps {
-		as[i].probes = []*probe{p}
-		if a.dead[m] == nil {
-			as[i].hook, as[i].err = hookFor(p)
-		}
-	}
-	return a.run(m, as)
-}
-
-// attempt is one program to attach with one mechanism: its hook serves
-// probes (one, or a kprobe.multi group), the first of which the program is
-// generated for.
-type attempt struct {
-	probes []*probe
-	hook   hook
-	err    error // why there is no hook
-}
-
-// run attaches the attempts with mechanism m all at once (tryAll), then
-// settles them in order as if they had been tried one after another: the
-// first error that says the kernel lacks m fails its attempt and every later
-// one, and what those attached is undone. It returns the probes that failed.
-func (a *funcAttacher) run(m Mechanism, as []attempt) (left []*probe) {
-	trials := make([]*trial, len(as)) // nil: not tried
-	var tried []int
-	var ps []*probe
-	var hooks []hook
-	for i, at := range as {
-		if a.dead[m] == nil && at.err == nil {
-			tried, ps, hooks = append(tried, i), append(ps, at.probes[0]), append(hooks, at.hook)
-		}
-	}
-	for j, t := range a.s.tryAll(ps, hooks, a.cfg) {
-		trials[tried[j]] = t
-	}
-	for i, at := range as {
-		t, err := trials[i], at.err
-		if t != nil {
-			err = t.err
-		}
-		switch lack := kernelLacks(m, err); {
-		case a.dead[m] != nil:
-			err = a.dead[m]
-		case lack != nil:
-			a.dead[m], err = lack, lack
+	for _, p := range ps {
+		err := a.dead[m]
+		var h hook
+		if err == nil {
+			if h, err = hookFor(p); err == nil {
+				err = a.s.attachHook(p, h, a.cfg)
+			}
+			if lack := kernelLacks(m, err); lack != nil {
+				a.dead[m], err = lack, lack
+			}
 		}
 		if err != nil {
-			if t != nil && t.err == nil {
-				err = errors.Join(err, t.undo())
-			}
-			for _, p := range at.probes {
-				a.fail(p, m, err)
-				left = append(left, p)
-			}
+			a.fail(p, m, err)
+			left = append(left, p)
 			continue
 		}
-		t.keep(a.s)
-		for _, p := range at.probes {
-			a.s.record(Attachment{Section: p.section, Probe: p.name, Mechanism: at.hook.mechanism()})
-		}
+		a.s.record(Attachment{Section: p.section, Probe: p.name, Mechanism: h.mechanism()})
 	}
 	return left
 }
@@ -572,22 +528,31 @@ func (a *funcAttacher) multi(ps []*probe) (left []*probe) {
 		}
 		groups[key] = append(groups[key], p)
 	}
-	as := make([]attempt, len(keys))
-	for i, key := range keys {
+	for _, key := range keys {
 		group := groups[key]
-		as[i].probes = group
-		if a.dead[KprobeMulti] != nil {
-			continue
-		}
+		err := a.dead[KprobeMulti]
 		h := kprobeMultiHook{}
-		if h.arg, as[i].err = group[0].fn.kprobeArg(a.arch); as[i].err != nil {
-			continue
+		if err == nil {
+			h.arg, err = group[0].fn.kprobeArg(a.arch)
+		}
+		if err == nil {
+			for _, p := range group {
+				h.symbols = append(h.symbols, p.fn.symbol)
+				h.rows = append(h.rows, uint64(p.row))
+			}
+			err = a.s.attachHook(group[0], h, a.cfg)
+			if lack := kernelLacks(KprobeMulti, err); lack != nil {
+				a.dead[KprobeMulti], err = lack, lack
+			}
 		}
 		for _, p := range group {
-			h.symbols = append(h.symbols, p.fn.symbol)
-			h.rows = append(h.rows, uint64(p.row))
+			if err != nil {
+				a.fail(p, KprobeMulti, err)
+				left = append(left, p)
+			} else {
+				a.s.record(Attachment{Section: p.section, Probe: p.name, Mechanism: h.mechanism()})
+			}
 		}
-		as[i].hook = h
 	}
-	return a.run(KprobeMulti, as)
+	return left
 }
