@@ -354,6 +354,9 @@ func action(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if o.verbose {
+		defer reportPeak(c.App.ErrWriter) // registered first: runs last
+	}
 	memlockErr := raiseMemlock()
 	load := progs.Load
 	if o.layoutCannotRefuse() {
@@ -543,4 +546,25 @@ func report(w io.Writer, set *progs.Set, verbose bool, started time.Duration) {
 	if verbose {
 		fmt.Fprintf(w, "skbstat: tracing %d probes, %v after start; Ctrl-C to end\n", len(set.Attached), started.Round(100*time.Microsecond))
 	}
+}
+
+// reportPeak says skbstat's peak RSS, VmHWM of its own memory: wait4's
+// figure can be its parent's, since a child started with vfork takes the
+// peak of the memory it shared with the parent when it execs.
+func reportPeak(w io.Writer) {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		fmt.Fprintf(w, "skbstat: peak RSS unknown: %v\n", err)
+		return
+	}
+	for line := range strings.Lines(string(status)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kib, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			if err == nil {
+				fmt.Fprintf(w, "skbstat: peak RSS %.1f MiB\n", float64(kib)/1024)
+				return
+			}
+		}
+	}
+	fmt.Fprintln(w, "skbstat: peak RSS unknown: no VmHWM in /proc/self/status")
 }

@@ -5,6 +5,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -123,5 +125,29 @@ func TestNetnsFits(t *testing.T) {
 	want := "-I eth0: the network namespace of devices could not be calibrated (see above): pass --btf FILE with this kernel's BTF"
 	if err := o.netnsCalibrated(&layout.Layout{Source: "calibration"}); err == nil || err.Error() != want {
 		t.Errorf("-I, namespace not calibrated: %v, want %q", err, want)
+	}
+}
+
+// TestReportPeak checks -v's last line against VmHWM read after it: the
+// high-water mark never falls, so the line's figure is at most that.
+func TestReportPeak(t *testing.T) {
+	var b strings.Builder
+	reportPeak(&b)
+	m := regexp.MustCompile(`^skbstat: peak RSS (\d+\.\d) MiB\n$`).FindStringSubmatch(b.String())
+	if m == nil {
+		t.Fatalf("reportPeak wrote %q", b.String())
+	}
+	reported, _ := strconv.ParseFloat(m[1], 64)
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hwm := regexp.MustCompile(`VmHWM:\s+(\d+) kB`).FindSubmatch(status)
+	if hwm == nil {
+		t.Fatalf("no VmHWM in /proc/self/status:\n%s", status)
+	}
+	kib, _ := strconv.Atoi(string(hwm[1]))
+	if now := float64(kib) / 1024; reported <= 0 || reported > now+0.05 {
+		t.Errorf("reported %.1f MiB, VmHWM after it %.2f MiB", reported, now)
 	}
 }

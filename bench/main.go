@@ -33,6 +33,11 @@
 // beside the kernel's BTF, in the 6.12 one), one skbstat at a time:
 //
 //	go run ./bench -calibration -runs 7
+//
+// With -memory it measures skbstat's peak RSS, drop-only and with every
+// function row, in every kernel of the VM matrix and on this machine:
+//
+//	go run ./bench -memory -runs 3
 package main
 
 import (
@@ -62,6 +67,7 @@ func main() {
 	vmKernel := flag.String("kernel", defaultVMKernel, "with -vm: the test/vm matrix kernel to boot")
 	guest := flag.Bool("guest", false, "the -vm measurement's side inside the VM (used by -vm)")
 	calibration := flag.Bool("calibration", false, "measure calibration in the VMs without BTF (and one with) instead")
+	memory := flag.Bool("memory", false, "measure skbstat's peak RSS in every kernel of the VM matrix and here instead")
 	perEvent := flag.Bool("per-event", false, "measure only the per-event cost (with -storm: and the drop storm)")
 	storm := flag.Bool("storm", false, "measure only the drop storm's capacity (with -per-event: and the per-event cost)")
 	datagrams := flag.Int("flood", 200000, "datagrams per drop-storm flood")
@@ -75,6 +81,8 @@ func main() {
 		err = runGuest(ctx, *runs, *events, *reps)
 	case *calibration:
 		err = runCalibration(ctx, *src, *runs)
+	case *memory:
+		err = runMemory(ctx, *src, *runs)
 	case *inVM:
 		err = runVM(ctx, *src, *vmKernel, *runs, *events, *reps)
 	default:
