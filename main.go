@@ -383,11 +383,6 @@ func action(c *cli.Context) error {
 	if o.dumpBPF {
 		return progs.Dump(c.App.Writer, o.cfg)
 	}
-	if o.cfg.Drop || o.cfg.Consume {
-		// Stacks and locations print with the kernel's symbols: read them
-		// while the programs load, not when the first interval prints.
-		go kallsyms.Shared()
-	}
 	var lb *lab.Lab
 	if o.cfg.Layout.IsSymbolic() {
 		if o.cfg.Layout, lb, err = calibrate(c.App.ErrWriter, o.verbose); err != nil {
@@ -426,6 +421,17 @@ func action(c *cli.Context) error {
 	report(c.App.ErrWriter, set, o.verbose, time.Since(start))
 
 	t := &tally{set: set, r: newRenderer(o.cfg, c.App.ErrWriter, o.format)}
+	// The layout's BTF has served the loading and the drop reasons' names:
+	// dropped and collected now, its memory serves the kernel's symbols,
+	// which stacks and locations print with, read in the background before
+	// the first interval prints, rather than adding to the peak.
+	o.cfg.Layout.ReleaseBTF()
+	if o.cfg.Drop || o.cfg.Consume {
+		go func() {
+			runtime.GC()
+			kallsyms.Shared()
+		}()
+	}
 	if o.listen != nil || o.textfile != "" {
 		t.metrics = newMetrics(o, set)
 	}

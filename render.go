@@ -14,11 +14,11 @@ import (
 	"github.com/skbstat/skbstat/progs"
 )
 
-// renderer turns each interval's counts into output sections. Drop reason
-// names are loaded on first need only; the kernel's symbols are read in the
-// background from the start where stacks are asked for (kallsyms.Shared).
+// renderer turns each interval's counts into output sections. It names the
+// drop reasons as it is made, so that the layout's BTF is not needed after
+// loading; the kernel's symbols are read in the background once the
+// programs are loaded (kallsyms.Shared).
 type renderer struct {
-	layout   *layout.Layout
 	sections []progs.Section
 	warn     io.Writer
 	format   format
@@ -28,7 +28,7 @@ type renderer struct {
 	since      time.Time // when the interval being counted began
 
 	syms    *kallsyms.Table
-	reasons map[uint32]string
+	reasons map[uint32]string // with DROP: the names of drop reasons
 	// frames is what the entries of the last interval printed: a stack
 	// that stops occurring is forgotten after one interval.
 	frames map[frameKey][]string
@@ -61,7 +61,10 @@ const (
 // newRenderer renders the sections cfg asks for in format f, with
 // intervals counted from now.
 func newRenderer(cfg progs.Config, warn io.Writer, f format) *renderer {
-	r := &renderer{layout: cfg.Layout, warn: warn, format: f, byLocation: cfg.Locations, since: time.Now()}
+	r := &renderer{warn: warn, format: f, byLocation: cfg.Locations, since: time.Now()}
+	if cfg.Drop {
+		r.reasons = dropReasons(cfg.Layout, warn)
+	}
 	for _, s := range []struct {
 		section progs.Section
 		on      bool
@@ -120,7 +123,7 @@ func (r *renderer) sectionsOf(c progs.Counts) []output.Section {
 	for i, st := range c.Stacks {
 		stack := output.Stack{Count: st.Count, LostID: int64(st.Lost)}
 		if st.HasReason {
-			stack.Reason = layout.ReasonName(r.dropReasons(), st.Reason)
+			stack.Reason = layout.ReasonName(r.reasons, st.Reason)
 		}
 		stack.Frames = frames[i]
 		if st.Location != 0 {
@@ -236,13 +239,10 @@ func (r *renderer) symbols() *kallsyms.Table {
 	return syms
 }
 
-// dropReasons names drop reasons from kernel BTF, else from the tracepoint's
-// format; failing both, reasons print as numbers.
-func (r *renderer) dropReasons() map[uint32]string {
-	if r.reasons != nil {
-		return r.reasons
-	}
-	reasons, err := r.layout.DropReasons()
+// dropReasons names drop reasons from the kernel BTF of l, else from the
+// tracepoint's format; failing both, reasons print as numbers (said on w).
+func dropReasons(l *layout.Layout, w io.Writer) map[uint32]string {
+	reasons, err := l.DropReasons()
 	if err != nil {
 		if dir, terr := tracefs.Mount(); terr == nil {
 			if f, ferr := tracefs.ReadFormat(dir, "skb", "kfree_skb"); ferr == nil {
@@ -251,9 +251,8 @@ func (r *renderer) dropReasons() map[uint32]string {
 		}
 	}
 	if err != nil {
-		fmt.Fprintf(r.warn, "skbstat: warning: drop reason names: %v: reasons print as numbers\n", err)
+		fmt.Fprintf(w, "skbstat: warning: drop reason names: %v: reasons print as numbers\n", err)
 		reasons = map[uint32]string{}
 	}
-	r.reasons = reasons
 	return reasons
 }

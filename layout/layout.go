@@ -107,6 +107,12 @@ func Kernel() (*Layout, error) {
 	return l, nil
 }
 
+// ReleaseBTF drops the BTF that l was read from, once nothing more is to be
+// looked up in it (the programs are loaded, the drop reasons named): the
+// kernel's is megabytes of heap, which what follows can then reuse.
+// Lookups after it fail as on a layout without BTF.
+func (l *Layout) ReleaseBTF() { l.spec, l.cache = nil, nil }
+
 // KernelBTF is the running kernel's BTF, parsed once, for loading programs
 // that attach to kernel functions (fentry); nil for a Layout not read from
 // the running kernel.
