@@ -1,15 +1,19 @@
-// Command bench measures skbstat against bpftrace on this machine, side by
-// side in one run: the full load-attach-print-detach cycle (wall time and
-// peak RSS), the same cycle of skbstat with each source of the kernel's
-// layout (kernel BTF, a trimmed BTF file, calibration), the stripped static
-// binary's size for every architecture skbstat is built for, and the
-// per-event cost of each BPF program from the kernel's BPF statistics, and
-// the capacity a drop storm leaves under each of skbstat's drop modes and
-// under bpftrace (CPU time per datagram of a bounded flood, see storm.go).
+// Command bench measures skbstat against bpftrace, side by side in one run.
+// On this machine: the full load-attach-print-detach cycle of two jobs
+// (wall time and peak RSS), the same cycle of skbstat with each source of
+// the kernel's layout (kernel BTF, a trimmed BTF file, calibration), what the
+// kernel's BTF costs at start, the stripped static binary's size for every
+// architecture skbstat is built for, the per-event cost of each BPF program
+// from the kernel's BPF statistics beside an empty program's, and the
+// capacity a drop storm leaves under each of skbstat's drop modes and under
+// bpftrace (CPU time per datagram of a bounded flood, see storm.go). Then in
+// the VMs of test/vm: the kernel-function rows' attach in the Debian 6.1 VM
+// against bpftrace's (as -vm), and skbstat's peak RSS in every kernel of the
+// matrix (as -memory).
 //
 // Run it as root from the repository root:
 //
-//	go run ./bench [-runs 21] [-events 20000] [-reps 3] [-src DIR]
+//	go run ./bench [-runs 21] [-events 20000] [-reps 3] [-vm-runs 5] [-src DIR]
 //
 // It builds skbstat and test/traffic (from -src, by default the module it
 // is run in) into a temporary directory, creates two
@@ -18,11 +22,11 @@
 // Results are printed as Markdown, for BENCHMARKS.md.
 //
 // With -per-event it measures only the per-event cost, with -storm only the
-// drop storm's capacity (both: both):
+// drop storm's capacity (both: both), and nothing in the VMs:
 //
 //	go run ./bench -storm [-flood 200000] [-rounds 5]
 //
-// With -vm it measures the kernel-function rows instead, in the Debian 6.12
+// With -vm it measures only the kernel-function rows, by default in the Debian 6.12
 // VM of test/vm (this machine's kernel can probe no kernel function): it
 // cross-builds skbstat, test/traffic and itself, boots the VM with them,
 // and runs itself there with -guest (see vm.go and guest.go):
@@ -72,6 +76,7 @@ func main() {
 	storm := flag.Bool("storm", false, "measure only the drop storm's capacity (with -per-event: and the per-event cost)")
 	datagrams := flag.Int("flood", 200000, "datagrams per drop-storm flood")
 	rounds := flag.Int("rounds", 5, "drop-storm rounds (every variant once each)")
+	vmRuns := flag.Int("vm-runs", 5, "by default: full cycles per tool in the VM, and runs per kernel of the memory part")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -86,7 +91,11 @@ func main() {
 	case *inVM:
 		err = runVM(ctx, *src, *vmKernel, *runs, *events, *reps)
 	default:
-		err = run(ctx, *src, *runs, *events, *reps, stormSize{*datagrams, *rounds}, chosenParts(*perEvent, *storm))
+		do := chosenParts(*perEvent, *storm)
+		err = run(ctx, *src, *runs, *events, *reps, stormSize{*datagrams, *rounds}, do)
+		if err == nil && do.vms {
+			err = runVMs(ctx, *src, *vmRuns)
+		}
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -101,15 +110,34 @@ type tools struct {
 	gnuTime          string
 }
 
-// parts are the parts of the benchmark that run.
-type parts struct{ cycles, perEvent, storm bool }
+// parts are the parts of the benchmark that run: on this machine, and in
+// the VMs.
+type parts struct{ cycles, perEvent, storm, vms bool }
 
 // chosenParts are the parts the flags ask for alone, or by default all.
 func chosenParts(perEventOnly, stormOnly bool) parts {
 	if !perEventOnly && !stormOnly {
-		return parts{cycles: true, perEvent: true, storm: true}
+		return parts{cycles: true, perEvent: true, storm: true, vms: true}
 	}
 	return parts{perEvent: perEventOnly, storm: stormOnly}
+}
+
+// attachVMKernel is the VM in which the default run measures the
+// kernel-function rows' attach against bpftrace's: Debian 6.1, without
+// kprobe.multi, where every row is a trampoline of its own.
+const attachVMKernel = "6.1-amd64"
+
+// runVMs is the default run's part in the VMs: the kernel-function rows in
+// attachVMKernel (-vm), then the peak RSS in every kernel (-memory), runs
+// times each.
+func runVMs(ctx context.Context, src string, runs int) error {
+	if err := runVM(ctx, src, attachVMKernel, runs, 1000, 1); err != nil {
+		return fmt.Errorf("VM %s: %w", attachVMKernel, err)
+	}
+	if err := runMemory(ctx, src, runs); err != nil {
+		return fmt.Errorf("memory in the VMs: %w", err)
+	}
+	return nil
 }
 
 // stormSize is how many datagrams each drop-storm flood sends, and how
