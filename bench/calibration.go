@@ -25,6 +25,7 @@ var calibrationKernels = []string{"6.1-armhf", "6.1-mipsel", "6.1-s390x", "6.12-
 const calibrationScript = `
 for i in $(seq $RUNS); do
 	for layout in $LAYOUTS; do
+		: >/tmp/err # emptied before the wait below reads it, not by the child
 		skbstat -v --layout $layout -i 0.5 -c 1 >/dev/null 2>/tmp/err &
 		pid=$!
 		until grep -q "skbstat: tracing" /tmp/err; do kill -0 $pid 2>/dev/null || break; sleep 0.05; done
