@@ -170,9 +170,13 @@ func skbstatStacks(out string) bool {
 	return strings.Contains(out, "\n                ")
 }
 
+// bpftraceStacks: a map keyed by a kernel stack prints its frames as
+// indented lines after the key's opening bracket, whatever the map's name.
 func bpftraceStacks(out string) bool {
-	return strings.Contains(out, "@stacks[")
+	return bpftraceStackRE.MatchString(out)
 }
+
+var bpftraceStackRE = regexp.MustCompile(`@\w+\[\n\s+\S+\+\d+`)
 
 func printCycles(runs int, idle, busy cycleResult) {
 	fmt.Printf("## Full cycle (%d runs per tool, job and variant, interleaved)\n\n", runs)
