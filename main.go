@@ -119,7 +119,7 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "textfile", Usage: "write Prometheus metrics to `FILE` every interval, atomically, for node_exporter's textfile collector (FILE ending in .prom)"},
 		&cli.IntFlag{Name: "max-series", Value: 200, Usage: "at most `N` drop series (reason x location) and N consume series in the metrics; later locations are summed as location=\"other\""},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print no intervals on stdout (with --listen or --textfile)"},
-		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "say how each probe was attached, and why any was not"},
+		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "say how each probe was attached (and why any was not), how the counters are updated and allocated, how long the start took, and at exit the peak RSS"},
 		&cli.BoolFlag{Name: "dump-bpf", Usage: "print the generated BPF instructions of every program and exit"},
 		&cli.StringFlag{Name: "btf", Usage: "kernel BTF `FILE`, for kernels without /sys/kernel/btf/vmlinux"},
 		&cli.StringFlag{Name: "write-btf", Usage: "write to `FILE` the few KB of the kernel's BTF (or --btf's) that skbstat reads, with the -f functions' prototypes, for --btf on a small machine, and exit"},

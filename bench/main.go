@@ -8,8 +8,9 @@
 // capacity a drop storm leaves under each of skbstat's drop modes and under
 // bpftrace (CPU time per datagram of a bounded flood, see storm.go). Then in
 // the VMs of test/vm: the kernel-function rows' attach in the Debian 6.1 VM
-// against bpftrace's (as -vm), and skbstat's peak RSS in every kernel of the
-// matrix (as -memory).
+// against bpftrace's (as -vm), skbstat's peak RSS in every kernel of the
+// matrix (as -memory), and calibration where there is no BTF (as
+// -calibration).
 //
 // Run it as root from the repository root:
 //
@@ -76,7 +77,7 @@ func main() {
 	storm := flag.Bool("storm", false, "measure only the drop storm's capacity (with -per-event: and the per-event cost)")
 	datagrams := flag.Int("flood", 200000, "datagrams per drop-storm flood")
 	rounds := flag.Int("rounds", 5, "drop-storm rounds (every variant once each)")
-	vmRuns := flag.Int("vm-runs", 5, "by default: full cycles per tool in the VM, and runs per kernel of the memory part")
+	vmRuns := flag.Int("vm-runs", 5, "by default: full cycles per tool in the VM, and runs per kernel of the memory and calibration parts")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -128,14 +129,17 @@ func chosenParts(perEventOnly, stormOnly bool) parts {
 const attachVMKernel = "6.1-amd64"
 
 // runVMs is the default run's part in the VMs: the kernel-function rows in
-// attachVMKernel (-vm), then the peak RSS in every kernel (-memory), runs
-// times each.
+// attachVMKernel (-vm), the peak RSS in every kernel (-memory), and
+// calibration in the kernels without BTF (-calibration), runs times each.
 func runVMs(ctx context.Context, src string, runs int) error {
 	if err := runVM(ctx, src, attachVMKernel, runs, 1000, 1); err != nil {
 		return fmt.Errorf("VM %s: %w", attachVMKernel, err)
 	}
 	if err := runMemory(ctx, src, runs); err != nil {
 		return fmt.Errorf("memory in the VMs: %w", err)
+	}
+	if err := runCalibration(ctx, src, runs); err != nil {
+		return fmt.Errorf("calibration in the VMs: %w", err)
 	}
 	return nil
 }
