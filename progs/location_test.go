@@ -249,13 +249,8 @@ func TestLostStackLocation(t *testing.T) {
 		// the fewest drops whose stacks are recorded and lost
 		minRecorded, minLost uint64
 	}{{"IPv4", v4, "__udp4_lib_rcv", 1, 0}, {"IPv6", v6, "__udp6_lib_rcv", 0, n}} {
-		var recorded, lost uint64
+		recorded, lost := recordedLost(c.stacks)
 		for _, st := range c.stacks {
-			if st.Lost != 0 {
-				lost += st.Count
-			} else {
-				recorded += st.Count
-			}
 			checkLocation(t, syms, st, c.fn)
 		}
 		if recorded+lost != n || recorded < c.minRecorded || lost < c.minLost {

@@ -175,14 +175,7 @@ func overflow(t *testing.T, l *layout.Layout, counters uint32, a Allocation) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var recorded, lost uint64
-	for _, st := range cnt.Stacks {
-		if st.Lost != 0 {
-			lost += st.Count
-		} else {
-			recorded += st.Count
-		}
-	}
+	recorded, lost := recordedLost(cnt.Stacks)
 	got := []uint64{recorded, lost, cnt.Noted(Drop, CountMapFull)}
 	want := []uint64{n, n, 0}
 	if counters == 1 {
@@ -191,4 +184,17 @@ func overflow(t *testing.T, l *layout.Layout, counters uint32, a Allocation) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("recorded, lost, uncounted = %v, want %v (%+v)", got, want, cnt)
 	}
+}
+
+// recordedLost sums the counts of the stacks the kernel recorded, and of
+// those it lost.
+func recordedLost(stacks []StackCount) (recorded, lost uint64) {
+	for _, st := range stacks {
+		if st.Lost != 0 {
+			lost += st.Count
+		} else {
+			recorded += st.Count
+		}
+	}
+	return recorded, lost
 }
