@@ -530,7 +530,7 @@ func writeTrimmedBTF(path string, l *layout.Layout, funcs []string) (err error) 
 func report(w io.Writer, set *progs.Set, verbose bool, started time.Duration) {
 	if verbose {
 		fmt.Fprintf(w, "skbstat: counter updates: %v\n", set.Counting)
-		if set.Allocation.Why != "" {
+		if set.Allocation.Why != "" { // there are stacks to count
 			fmt.Fprintf(w, "skbstat: stack counters: %v\n", set.Allocation)
 		}
 		for _, a := range set.Attached {

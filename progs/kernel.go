@@ -17,7 +17,7 @@ type Kernel struct {
 	ready    chan struct{} // closed when the rest is set
 	counting Counting
 	alloc    Allocation
-	maps     map[string]*ebpf.Map // the stack maps, until Load takes them
+	maps     map[string]*ebpf.Map // the stack maps (none without stacks), until Load takes them
 	err      error
 }
 
@@ -42,7 +42,8 @@ func prepareKernel(cfg Config) *Kernel {
 }
 
 func (k *Kernel) prepare(cfg Config) {
-	if k.counting, k.err = findCounting(); k.err != nil {
+	k.maps = map[string]*ebpf.Map{}
+	if k.counting, k.err = findCounting(); k.err != nil || !(cfg.Consume || cfg.Drop) {
 		return
 	}
 	k.alloc = findAllocation()

@@ -135,3 +135,17 @@ func testRunnable(t *testing.T, insns asm.Instructions, maps map[string]*ebpf.Ma
 	t.Cleanup(func() { prog.Close() })
 	return prog
 }
+
+// TestNoStacksNoStackMaps loads rows alone: no stack map is made, and no
+// allocation is tried for them.
+func TestNoStacksNoStackMaps(t *testing.T) {
+	l := kernelLayout(t)
+	s, err := Load(Config{Layout: l, Ingress: true, Attach: Auto})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if len(s.maps) != 1 || s.maps[rowsMap] == nil || s.Allocation != (Allocation{}) {
+		t.Errorf("maps %v and allocation %+v, want the rows map alone and none", s.maps, s.Allocation)
+	}
+}

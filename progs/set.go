@@ -21,7 +21,8 @@ type Set struct {
 
 	// Counting is how the programs update their counters, and why.
 	Counting Counting
-	// Allocation is how the stack counters get memory for their entries.
+	// Allocation is how the stack counters get memory for their entries;
+	// zero without DROP and CONSUME.
 	Allocation Allocation
 
 	// Attached says, per probe, how it was attached; Skipped, why not.
