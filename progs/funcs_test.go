@@ -325,7 +325,7 @@ func TestLackFoundWhileAttaching(t *testing.T) {
 	if lack := kernelLacks(Fentry, tryFentry("bpf_fentry_test1", l.KernelBTF())); lack == nil {
 		t.Skip("fentry attaches on this kernel: the test needs one that refuses it")
 	}
-	s, err := load(cfg, p, prepareKernel(cfg))
+	s, err := load(cfg, p, StartKernel(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}

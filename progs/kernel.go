@@ -33,14 +33,6 @@ func StartKernel(cfg Config) *Kernel {
 	return k
 }
 
-// prepareKernel prepares the kernel for cfg now.
-func prepareKernel(cfg Config) *Kernel {
-	k := &Kernel{ready: make(chan struct{})}
-	defer close(k.ready)
-	k.prepare(cfg)
-	return k
-}
-
 func (k *Kernel) prepare(cfg Config) {
 	k.maps = map[string]*ebpf.Map{}
 	if k.counting, k.err = findCounting(); k.err != nil || !(cfg.Consume || cfg.Drop) {

@@ -18,7 +18,7 @@ import (
 // best hook the kernel offers. A probe that cannot be attached is skipped and
 // listed in Skipped; if none can be, Load fails and leaves nothing behind.
 func Load(cfg Config) (*Set, error) {
-	return prepareKernel(cfg).Load(cfg)
+	return StartKernel(cfg).Load(cfg)
 }
 
 // Load is Load with what k prepared, which it takes: k must have been

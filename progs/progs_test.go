@@ -74,7 +74,7 @@ func loadHook(t *testing.T, cfg Config, i int, mechanism string, check func(*tes
 	if check != nil {
 		check(t, ps[0])
 	}
-	s, err := load(cfg, plan{probes: ps}, prepareKernel(cfg))
+	s, err := load(cfg, plan{probes: ps}, StartKernel(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
