@@ -17,7 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cilium/ebpf/btf"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
@@ -294,7 +293,7 @@ func chooseLayout(o options) (*layout.Layout, error) {
 		return layout.Symbolic(), nil
 	}
 	l, err := layout.Kernel()
-	if errors.Is(err, btf.ErrNotSupported) && o.layout == "auto" {
+	if errors.Is(err, layout.ErrNoKernelBTF) && o.layout == "auto" {
 		return layout.Symbolic(), nil
 	}
 	return l, err

@@ -4,12 +4,12 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/cilium/ebpf/btf"
+	"github.com/skbstat/skbstat/internal/rawbtf"
 )
 
 // FuncSkbArg returns the position (from 0) of the struct sk_buff * parameter
 // of kernel function fn, from its BTF prototype. The error wraps
-// btf.ErrNotFound if the kernel's BTF has no function fn.
+// ErrNotFound if the kernel's BTF has no function fn.
 func (l *Layout) FuncSkbArg(fn string) (int, error) {
 	return l.funcArg(fn, "sk_buff")
 }
@@ -24,30 +24,18 @@ func (l *Layout) FuncSockArg(fn string) (int, error) {
 // struct structName. Static functions of the same name in several files must
 // agree on it.
 func (l *Layout) funcArg(fn, structName string) (int, error) {
-	if l.spec == nil {
+	if l.btf == nil {
 		return 0, fmt.Errorf("function %s: %w", fn, errNoBTF)
 	}
-	types, err := l.spec.AnyTypesByName(fn)
-	if err != nil {
-		return 0, fmt.Errorf("function %s: %w", fn, err)
+	funcs := l.btf.Named(fn, rawbtf.KindFunc)
+	if len(funcs) == 0 {
+		return 0, fmt.Errorf("function %s: %w", fn, ErrNotFound)
 	}
-	index, funcs := -1, 0
-	for _, typ := range types {
-		f, ok := typ.(*btf.Func)
-		if !ok {
-			continue
-		}
-		funcs++
-		proto, ok := btf.As[*btf.FuncProto](f.Type)
-		if !ok {
-			return 0, fmt.Errorf("function %s has no prototype", fn)
-		}
-		i := -1
-		for j, param := range proto.Params {
-			if isPointerTo(param.Type, structName) {
-				i = j
-				break
-			}
+	index := -1
+	for _, id := range funcs {
+		i, err := l.pointerParam(id, structName)
+		if err != nil {
+			return 0, fmt.Errorf("function %s: %w", fn, err)
 		}
 		if i < 0 {
 			return 0, fmt.Errorf("function %s has no struct %s * parameter", fn, structName)
@@ -57,10 +45,35 @@ func (l *Layout) funcArg(fn, structName string) (int, error) {
 		}
 		index = i
 	}
-	if funcs == 0 {
-		return 0, fmt.Errorf("function %s: %w", fn, btf.ErrNotFound)
-	}
 	return index, nil
+}
+
+// pointerParam is the position of the first parameter of function id that
+// points to struct structName, or -1.
+func (l *Layout) pointerParam(id rawbtf.ID, structName string) (int, error) {
+	f, err := l.btf.Type(id)
+	if err != nil {
+		return 0, err
+	}
+	proto, err := l.btf.Type(f.Ref)
+	if err != nil {
+		return 0, err
+	}
+	if proto.Kind != rawbtf.KindFuncProto {
+		return 0, errors.New("no prototype")
+	}
+	return l.paramPointingTo(proto, structName)
+}
+
+// paramPointingTo is the position of the first parameter of prototype proto
+// that points to struct structName, or -1.
+func (l *Layout) paramPointingTo(proto *rawbtf.Type, structName string) (int, error) {
+	for i, param := range proto.Params {
+		if ok, err := l.isPointerTo(param.Type, structName); ok || err != nil {
+			return i, err
+		}
+	}
+	return -1, nil
 }
 
 // Where kprobe programs find a function's arguments: in struct pt_regs, the
@@ -173,8 +186,7 @@ func (l *Layout) KprobeArg(arch string, i int) (Field, error) {
 		return Field{}, fmt.Errorf("kprobe arguments: %s passes %d arguments in registers, not argument %d", arch, len(regs.regs), i)
 	}
 	r := regs.regs[i]
-	var s *btf.Struct
-	err := l.typeByName("pt_regs", &s)
+	s, err := l.typeByName("pt_regs", rawbtf.KindStruct)
 	if errors.Is(err, errNoBTF) {
 		return Field{Offset: r.offset, Size: regs.size}, nil
 	}
@@ -194,42 +206,60 @@ func (l *Layout) KprobeArg(arch string, i int) (Field, error) {
 }
 
 // ptRegsField is the position of register r in s, BTF's struct pt_regs.
-func (l *Layout) ptRegsField(s *btf.Struct, r ptReg) (Field, error) {
+func (l *Layout) ptRegsField(s *rawbtf.Type, r ptReg) (Field, error) {
 	if r.index < 0 {
 		return l.member(s, r.name)
 	}
-	m, bits, ok := findMember(s.Members, r.name)
+	m, bits, ok, err := l.findMember(s, r.name)
+	if err != nil {
+		return Field{}, err
+	}
 	if !ok {
 		return Field{}, fmt.Errorf("struct %s has no member %s", s.Name, r.name)
 	}
-	arr, ok := btf.As[*btf.Array](m.Type)
-	if !ok || uint32(r.index) >= arr.Nelems {
+	arr, err := l.btf.Underlying(m.Type)
+	if err != nil {
+		return Field{}, err
+	}
+	if arr.Kind != rawbtf.KindArray || uint32(r.index) >= arr.Nelems {
 		return Field{}, fmt.Errorf("struct %s member %s has no element %d", s.Name, r.name, r.index)
 	}
-	size, err := l.loadSize(arr.Type)
+	size, err := l.loadSize(arr.Ref)
 	if err != nil {
 		return Field{}, fmt.Errorf("struct %s member %s: %w", s.Name, r.name, err)
 	}
-	return Field{Offset: bits.Bytes() + uint32(r.index)*size, Size: size}, nil
+	return Field{Offset: bits/8 + uint32(r.index)*size, Size: size}, nil
 }
 
 // HasFuncBTF reports whether l has BTF to give kernel functions' prototypes.
 // Without it, argument positions must come from elsewhere.
-func (l *Layout) HasFuncBTF() bool { return l.spec != nil }
+func (l *Layout) HasFuncBTF() bool { return l.btf != nil }
 
 // HasFunc reports whether the kernel's BTF describes function fn.
 func (l *Layout) HasFunc(fn string) bool {
-	if l.spec == nil {
-		return false
+	return l.btf != nil && len(l.btf.Named(fn, rawbtf.KindFunc)) > 0
+}
+
+// FuncTarget is the BTF ID that a program attaching to kernel function fn
+// (fentry) is loaded with: that of the one function fn in the running
+// kernel's BTF.
+func (l *Layout) FuncTarget(fn string) (uint32, error) {
+	return l.target(fn, rawbtf.KindFunc)
+}
+
+// target is the ID of the one type of kind called name in the running
+// kernel's BTF. A file's IDs are not the kernel's, and several functions of
+// one name leave it unknown which one a program would attach to.
+func (l *Layout) target(name string, kind rawbtf.Kind) (uint32, error) {
+	switch {
+	case l.btf == nil:
+		return 0, errNoBTF
+	case l.btfPath != "":
+		return 0, fmt.Errorf("the layout is not from the running kernel's BTF but from %s", l.Source)
 	}
-	types, err := l.spec.AnyTypesByName(fn)
+	t, err := l.btf.One(name, kind)
 	if err != nil {
-		return false
+		return 0, err
 	}
-	for _, typ := range types {
-		if _, ok := typ.(*btf.Func); ok {
-			return true
-		}
-	}
-	return false
+	return uint32(t.ID), nil
 }

@@ -43,8 +43,8 @@ func TestFuncArgs(t *testing.T) {
 			check(t, "FuncSockArg", sock, err, tt.sock, tt.sockErr)
 		})
 	}
-	if _, err := l.FuncSkbArg("no_such_function"); !errors.Is(err, btf.ErrNotFound) {
-		t.Errorf("unknown function: error %v, want btf.ErrNotFound", err)
+	if _, err := l.FuncSkbArg("no_such_function"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown function: error %v, want ErrNotFound", err)
 	}
 }
 

@@ -12,9 +12,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
-	"github.com/cilium/ebpf/btf"
+	"github.com/skbstat/skbstat/internal/rawbtf"
 )
 
 // Field is the position of a struct member: its byte offset and its size in
@@ -74,80 +75,81 @@ type Layout struct {
 
 	// sock is struct sock_common's layout where calibration found it.
 	sock *SockCommon
-	// spec answers the lookups made after construction (tracepoints,
-	// functions, drop reasons). Types are decoded on demand, so keeping it
-	// costs only the raw BTF.
-	spec *btf.Spec
-	// cache holds spec when it is the running kernel's.
-	cache *btf.Cache
-	// order is the byte order of a BTF file's encoding, for writing a
-	// trimmed copy in it; nil for the running kernel's.
-	order binary.ByteOrder
+	// btf answers the lookups made after construction (tracepoints,
+	// functions, drop reasons), reading each type as it is looked up.
+	btf *rawbtf.Spec
+	// btfPath is the BTF file's path; "" for the running kernel's BTF,
+	// whose type IDs programs attach by.
+	btfPath string
 }
+
+// ErrNotFound is wrapped by the errors of lookups of what the BTF does not
+// describe.
+var ErrNotFound = rawbtf.ErrNotFound
 
 // errNoBTF is returned by lookups on a Layout that was not built from BTF.
 var errNoBTF = errors.New("layout has no BTF")
 
-// Kernel returns the running kernel's Layout from its BTF.
+// ErrNoKernelBTF is returned where a lookup needs the running kernel's BTF,
+// such as the kernel has none.
+var ErrNoKernelBTF = errors.New("kernel has no BTF")
+
+// Kernel returns the running kernel's Layout from its BTF. The error wraps
+// ErrNoKernelBTF where the kernel has none.
 func Kernel() (*Layout, error) {
-	cache := btf.NewCache()
-	spec, err := cache.Kernel()
-	if errors.Is(err, btf.ErrNotSupported) {
-		return nil, fmt.Errorf("kernel has no BTF (/sys/kernel/btf/vmlinux): pass --btf FILE, or let skbstat calibrate (--layout auto or calibrate): %w", err)
+	spec, err := rawbtf.Kernel()
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w (/sys/kernel/btf/vmlinux): pass --btf FILE, or let skbstat calibrate (--layout auto or calibrate)", ErrNoKernelBTF)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load kernel BTF: %w", err)
 	}
-	l, err := FromBTF(spec)
+	l, err := fromBTF(spec)
 	if err != nil {
+		spec.Close()
 		return nil, err
 	}
-	l.cache = cache
 	l.Source = "kernel BTF"
 	return l, nil
 }
 
-// ReleaseBTF drops the BTF that l was read from, once nothing more is to be
-// looked up in it (the programs are loaded, the drop reasons named): the
-// kernel's is megabytes of heap, which what follows can then reuse.
-// Lookups after it fail as on a layout without BTF.
-func (l *Layout) ReleaseBTF() { l.spec, l.cache = nil, nil }
-
-// KernelBTF is the running kernel's BTF, parsed once, for loading programs
-// that attach to kernel functions (fentry); nil for a Layout not read from
-// the running kernel.
-func (l *Layout) KernelBTF() *btf.Cache { return l.cache }
+// ReleaseBTF closes the BTF that l was read from, once nothing more is to be
+// looked up in it (the programs are loaded, the drop reasons named): its
+// index is megabytes of heap, which what follows can then reuse. Lookups
+// after it fail as on a layout without BTF.
+func (l *Layout) ReleaseBTF() {
+	if l.btf != nil {
+		l.btf.Close()
+	}
+	l.btf = nil
+}
 
 // FromFile returns a Layout from an external BTF file describing the running
 // kernel, for kernels that do not expose their own: raw BTF (a copy of
 // /sys/kernel/btf/vmlinux) or an ELF vmlinux with a .BTF section.
 func FromFile(path string) (*Layout, error) {
-	spec, err := btf.LoadSpec(path)
-	if errors.Is(err, btf.ErrNotFound) {
-		return nil, fmt.Errorf("BTF file %s: ELF has no .BTF section (need a vmlinux built with CONFIG_DEBUG_INFO_BTF, or raw BTF): %w", path, err)
-	}
+	spec, err := rawbtf.File(path)
 	if err != nil {
 		return nil, fmt.Errorf("BTF file %s: %w", path, err)
 	}
-	l, err := FromBTF(spec)
+	l, err := fromBTF(spec)
 	if err != nil {
+		spec.Close()
 		return nil, fmt.Errorf("BTF file %s: %w", path, err)
 	}
-	if l.order, err = btfFileOrder(path); err != nil {
-		return nil, fmt.Errorf("BTF file %s: %w", path, err)
-	}
+	l.btfPath = path
 	l.Source = "BTF file " + path
 	return l, nil
 }
 
-// FromBTF returns the Layout that spec describes. The byte order is the
+// fromBTF returns the Layout that spec describes. The byte order is the
 // machine's: skbstat runs on the kernel it probes.
-func FromBTF(spec *btf.Spec) (*Layout, error) {
-	ptrSize, err := pointerSize(spec)
-	if err != nil {
+func fromBTF(spec *rawbtf.Spec) (*Layout, error) {
+	l := &Layout{ByteOrder: binary.NativeEndian, btf: spec}
+	var err error
+	if l.PointerSize, err = l.pointerSize(); err != nil {
 		return nil, err
 	}
-	l := &Layout{ByteOrder: binary.NativeEndian, PointerSize: ptrSize, spec: spec}
 
 	skb := SkBuff{}
 	_, err = l.fillStruct("sk_buff", []wantedMember{
@@ -187,11 +189,10 @@ var unsignedLongNames = []string{"long unsigned int", "unsigned long"}
 
 // pointerSize is the size of unsigned long, which the kernel keeps equal to a
 // pointer's. BTF pointers carry no size of their own.
-func pointerSize(spec *btf.Spec) (int, error) {
+func (l *Layout) pointerSize() (int, error) {
 	for _, name := range unsignedLongNames {
-		var ulong *btf.Int
-		err := spec.TypeByName(name, &ulong)
-		if errors.Is(err, btf.ErrNotFound) {
+		ulong, err := l.btf.One(name, rawbtf.KindInt)
+		if errors.Is(err, rawbtf.ErrNotFound) {
 			continue
 		}
 		if err != nil {
@@ -205,12 +206,12 @@ func pointerSize(spec *btf.Spec) (int, error) {
 	return 0, errors.New("pointer size: BTF has no unsigned long type")
 }
 
-// typeByName is btf.Spec.TypeByName on l's BTF.
-func (l *Layout) typeByName(name string, typ any) error {
-	if l.spec == nil {
-		return errNoBTF
+// typeByName is the one type of kind called name in l's BTF.
+func (l *Layout) typeByName(name string, kind rawbtf.Kind) (*rawbtf.Type, error) {
+	if l.btf == nil {
+		return nil, errNoBTF
 	}
-	return l.spec.TypeByName(name, typ)
+	return l.btf.One(name, kind)
 }
 
 // wantedMember names a struct member and where to store its position.
@@ -221,9 +222,9 @@ type wantedMember struct {
 
 // fillStruct stores the position of each of members of struct name, and
 // returns the struct for lookups of other kinds.
-func (l *Layout) fillStruct(name string, members []wantedMember) (*btf.Struct, error) {
-	var s *btf.Struct
-	if err := l.typeByName(name, &s); err != nil {
+func (l *Layout) fillStruct(name string, members []wantedMember) (*rawbtf.Type, error) {
+	s, err := l.typeByName(name, rawbtf.KindStruct)
+	if err != nil {
 		return nil, fmt.Errorf("struct %s: %w", name, err)
 	}
 	for _, m := range members {
@@ -239,20 +240,29 @@ func (l *Layout) fillStruct(name string, members []wantedMember) (*btf.Struct, e
 // member returns the position of a member of s that a BPF program loads: a
 // whole integer, enum or pointer, possibly nested in anonymous structs and
 // unions, or, for a dotted name (ns.inum), in named struct members.
-func (l *Layout) member(s *btf.Struct, name string) (Field, error) {
-	m, bits, ok := findMember(s.Members, name)
+func (l *Layout) member(s *rawbtf.Type, name string) (Field, error) {
+	m, bits, ok, err := l.findMember(s, name)
+	if err != nil {
+		return Field{}, err
+	}
 	if outer, inner, dotted := strings.Cut(name, "."); !ok && dotted {
-		var nested btf.Bits
-		if m, nested, ok = findMember(s.Members, outer); ok {
-			in, isStruct := btf.As[*btf.Struct](m.Type)
-			if !isStruct {
+		var nested uint32
+		if m, nested, ok, err = l.findMember(s, outer); err != nil {
+			return Field{}, err
+		}
+		if ok {
+			in, err := l.btf.Underlying(m.Type)
+			if err != nil {
+				return Field{}, err
+			}
+			if in.Kind != rawbtf.KindStruct {
 				return Field{}, fmt.Errorf("struct %s member %s is not a struct", s.Name, outer)
 			}
 			f, err := l.member(in, inner)
 			if err != nil {
 				return Field{}, err
 			}
-			return Field{Offset: nested.Bytes() + f.Offset, Size: f.Size}, nil
+			return Field{Offset: nested/8 + f.Offset, Size: f.Size}, nil
 		}
 	}
 	if !ok {
@@ -265,48 +275,51 @@ func (l *Layout) member(s *btf.Struct, name string) (Field, error) {
 	if err != nil {
 		return Field{}, fmt.Errorf("struct %s member %s: %w", s.Name, name, err)
 	}
-	return Field{Offset: bits.Bytes(), Size: size}, nil
+	return Field{Offset: bits / 8, Size: size}, nil
 }
 
-// findMember finds name among members and, recursively, among the members of
-// anonymous structs and unions, which C names as if they were the parent's
-// (anonymous unions, struct_group). The offset is in bits from the start of
-// members' struct.
-func findMember(members []btf.Member, name string) (btf.Member, btf.Bits, bool) {
-	for _, m := range members {
+// findMember finds name among the members of struct or union s and,
+// recursively, among the members of anonymous structs and unions, which C
+// names as if they were the parent's (anonymous unions, struct_group). The
+// offset is in bits from the start of s.
+func (l *Layout) findMember(s *rawbtf.Type, name string) (rawbtf.Member, uint32, bool, error) {
+	for _, m := range s.Members {
 		if m.Name == name {
-			return m, m.Offset, true
+			return m, m.BitOffset, true, nil
 		}
 		if m.Name != "" {
 			continue
 		}
-		var inner []btf.Member
-		switch t := btf.UnderlyingType(m.Type).(type) {
-		case *btf.Struct:
-			inner = t.Members
-		case *btf.Union:
-			inner = t.Members
+		in, err := l.btf.Underlying(m.Type)
+		if err != nil {
+			return rawbtf.Member{}, 0, false, err
 		}
-		if found, offset, ok := findMember(inner, name); ok {
-			return found, m.Offset + offset, true
+		if in.Kind != rawbtf.KindStruct && in.Kind != rawbtf.KindUnion {
+			continue
+		}
+		found, offset, ok, err := l.findMember(in, name)
+		if ok || err != nil {
+			return found, m.BitOffset + offset, ok, err
 		}
 	}
-	return btf.Member{}, 0, false
+	return rawbtf.Member{}, 0, false, nil
 }
 
-// loadSize is the size in bytes of a value of type t that a BPF load reads.
-// Pointers take the kernel's pointer size, not the 8 bytes btf.Sizeof assumes.
-func (l *Layout) loadSize(t btf.Type) (uint32, error) {
+// loadSize is the size in bytes of a value of type id that a BPF load reads.
+// Pointers take the kernel's pointer size.
+func (l *Layout) loadSize(id rawbtf.ID) (uint32, error) {
+	t, err := l.btf.Underlying(id)
+	if err != nil {
+		return 0, err
+	}
 	var size uint32
-	switch t := btf.UnderlyingType(t).(type) {
-	case *btf.Pointer:
+	switch t.Kind {
+	case rawbtf.KindPointer:
 		size = uint32(l.PointerSize)
-	case *btf.Int:
-		size = t.Size
-	case *btf.Enum:
+	case rawbtf.KindInt, rawbtf.KindEnum, rawbtf.KindEnum64:
 		size = t.Size
 	default:
-		return 0, fmt.Errorf("type %v is not an integer, enum or pointer", t)
+		return 0, fmt.Errorf("type %s %q is not an integer, enum or pointer", t.Kind, t.Name)
 	}
 	switch size {
 	case 1, 2, 4, 8:
@@ -315,14 +328,20 @@ func (l *Layout) loadSize(t btf.Type) (uint32, error) {
 	return 0, fmt.Errorf("size %d cannot be loaded", size)
 }
 
-// isPointerTo reports whether t is a pointer to struct name.
-func isPointerTo(t btf.Type, name string) bool {
-	ptr, ok := btf.As[*btf.Pointer](t)
-	if !ok {
-		return false
+// pointee is what type id points to, looking through typedefs and
+// qualifiers on both sides; nil where id is no pointer.
+func (l *Layout) pointee(id rawbtf.ID) (*rawbtf.Type, error) {
+	ptr, err := l.btf.Underlying(id)
+	if err != nil || ptr.Kind != rawbtf.KindPointer {
+		return nil, err
 	}
-	s, ok := btf.As[*btf.Struct](ptr.Target)
-	return ok && s.Name == name
+	return l.btf.Underlying(ptr.Ref)
+}
+
+// isPointerTo reports whether type id points to struct name.
+func (l *Layout) isPointerTo(id rawbtf.ID, name string) (bool, error) {
+	t, err := l.pointee(id)
+	return t != nil && t.Kind == rawbtf.KindStruct && t.Name == name, err
 }
 
 // SockCommon returns the layout of struct sock_common, which only
@@ -351,12 +370,17 @@ func (l *Layout) SockCommon() (SockCommon, error) {
 		name  string
 		field *Field
 	}{{"skc_v6_daddr", &sk.V6Daddr}, {"skc_v6_rcv_saddr", &sk.V6RcvSaddr}} {
-		if member, bits, ok := findMember(s.Members, m.name); ok && bits%8 == 0 {
-			if size, err := btf.Sizeof(member.Type); err != nil || size != 16 {
-				return sk, fmt.Errorf("struct sock_common member %s: not a 16-byte address", m.name)
-			}
-			*m.field = Field{Offset: bits.Bytes(), Size: 16}
+		member, bits, ok, err := l.findMember(s, m.name)
+		if err != nil {
+			return sk, err
 		}
+		if !ok || bits%8 != 0 {
+			continue
+		}
+		if addr, err := l.btf.Underlying(member.Type); err != nil || addr.Size != 16 {
+			return sk, fmt.Errorf("struct sock_common member %s: not a 16-byte address", m.name)
+		}
+		*m.field = Field{Offset: bits / 8, Size: 16}
 	}
 	return sk, nil
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf/btf"
+
+	"github.com/skbstat/skbstat/internal/rawbtf"
 )
 
 // testKernel is a hand-built 32-bit kernel's BTF: sk_buff nests its members
@@ -315,8 +317,11 @@ func TestKernelLive(t *testing.T) {
 }
 
 func TestMember(t *testing.T) {
-	skb := newTestKernel().skb
-	l := &Layout{PointerSize: 4}
+	l := newTestKernel().layout(t)
+	skb, err := l.typeByName("sk_buff", rawbtf.KindStruct)
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name    string
 		want    Field

@@ -1,13 +1,13 @@
 package layout
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
 	"strings"
 
-	"github.com/cilium/ebpf/btf"
-
+	"github.com/skbstat/skbstat/internal/rawbtf"
 	"github.com/skbstat/skbstat/internal/tracefs"
 )
 
@@ -22,11 +22,14 @@ func isSentinel(name string) bool {
 
 // DropReasons returns the names of the kernel's drop reasons by value, from
 // BTF enum skb_drop_reason, without the SKB_DROP_REASON_ prefix (NO_SOCKET).
-// The error wraps btf.ErrNotFound on kernels without drop reasons (before
+// The error wraps ErrNotFound on kernels without drop reasons (before
 // 5.17).
 func (l *Layout) DropReasons() (map[uint32]string, error) {
-	var reasonEnum *btf.Enum
-	if err := l.typeByName("skb_drop_reason", &reasonEnum); err != nil {
+	reasonEnum, err := l.typeByName("skb_drop_reason", rawbtf.KindEnum)
+	if errors.Is(err, rawbtf.ErrNotFound) {
+		reasonEnum, err = l.typeByName("skb_drop_reason", rawbtf.KindEnum64)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("drop reasons: %w", err)
 	}
 	reasons := make(map[uint32]string, len(reasonEnum.Values))

@@ -5,8 +5,6 @@ import (
 	"maps"
 	"testing"
 
-	"github.com/cilium/ebpf/btf"
-
 	"github.com/skbstat/skbstat/internal/tracefs"
 )
 
@@ -25,8 +23,8 @@ func TestDropReasonsFromBTF(t *testing.T) {
 func TestDropReasonsWithoutEnum(t *testing.T) {
 	k := newTestKernel()
 	k.others = k.others[1:] // the only user of enum skb_drop_reason, as on 5.10
-	if _, err := k.layout(t).DropReasons(); !errors.Is(err, btf.ErrNotFound) {
-		t.Errorf("error %v, want btf.ErrNotFound", err)
+	if _, err := k.layout(t).DropReasons(); !errors.Is(err, ErrNotFound) {
+		t.Errorf("error %v, want ErrNotFound", err)
 	}
 }
 

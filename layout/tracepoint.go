@@ -3,8 +3,7 @@ package layout
 import (
 	"fmt"
 
-	"github.com/cilium/ebpf/btf"
-
+	"github.com/skbstat/skbstat/internal/rawbtf"
 	"github.com/skbstat/skbstat/internal/tracefs"
 )
 
@@ -35,16 +34,16 @@ const rawSlotSize = 8
 // its place: the void * right after the skb, where TP_PROTO(struct sk_buff
 // *skb, void *location, ...) puts it in every kernel's skb tracepoints.
 func (l *Layout) RawTracepoint(group, name string) (Tracepoint, error) {
-	var typedef *btf.Typedef
-	if err := l.typeByName("btf_trace_"+name, &typedef); err != nil {
+	typedef, err := l.typeByName(tracepointTypedefPrefix+name, rawbtf.KindTypedef)
+	if err != nil {
 		return Tracepoint{}, fmt.Errorf("raw tracepoint %s:%s: %w", group, name, err)
 	}
-	var proto *btf.FuncProto
-	if ptr, ok := btf.As[*btf.Pointer](typedef.Type); ok {
-		proto, _ = btf.As[*btf.FuncProto](ptr.Target)
+	proto, err := l.pointee(typedef.Ref)
+	if err != nil {
+		return Tracepoint{}, fmt.Errorf("raw tracepoint %s:%s: %w", group, name, err)
 	}
-	if proto == nil || len(proto.Params) == 0 {
-		return Tracepoint{}, fmt.Errorf("raw tracepoint %s:%s: btf_trace_%s is not a pointer to a function taking void *__data", group, name, name)
+	if proto == nil || proto.Kind != rawbtf.KindFuncProto || len(proto.Params) == 0 {
+		return Tracepoint{}, fmt.Errorf("raw tracepoint %s:%s: %s%s is not a pointer to a function taking void *__data", group, name, tracepointTypedefPrefix, name)
 	}
 
 	tp := Tracepoint{Group: group, Name: name, Raw: true}
@@ -52,14 +51,30 @@ func (l *Layout) RawTracepoint(group, name string) (Tracepoint, error) {
 	params := proto.Params[1:]
 	slot := func(i int) Field { return Field{Offset: uint32(i * rawSlotSize), Size: rawSlotSize} }
 	for i, param := range params {
+		pointee, err := l.pointee(param.Type)
+		if err != nil {
+			return Tracepoint{}, fmt.Errorf("raw tracepoint %s:%s: %w", group, name, err)
+		}
 		switch {
-		case tp.Skb.Size == 0 && isPointerTo(param.Type, "sk_buff"):
+		case tp.Skb.Size == 0 && pointee != nil && pointee.Kind == rawbtf.KindStruct && pointee.Name == "sk_buff":
 			tp.Skb = slot(i)
-			if i+1 < len(params) && isVoidPointer(params[i+1].Type) {
-				tp.Location = slot(i + 1)
+			if i+1 < len(params) {
+				next, err := l.pointee(params[i+1].Type)
+				if err != nil {
+					return Tracepoint{}, fmt.Errorf("raw tracepoint %s:%s: %w", group, name, err)
+				}
+				if next != nil && next.Kind == rawbtf.KindVoid {
+					tp.Location = slot(i + 1)
+				}
 			}
-		case tp.Reason.Size == 0 && isDropReason(param.Type):
-			tp.Reason = slot(i)
+		case tp.Reason.Size == 0 && pointee == nil:
+			arg, err := l.btf.Underlying(param.Type)
+			if err != nil {
+				return Tracepoint{}, fmt.Errorf("raw tracepoint %s:%s: %w", group, name, err)
+			}
+			if (arg.Kind == rawbtf.KindEnum || arg.Kind == rawbtf.KindEnum64) && arg.Name == "skb_drop_reason" {
+				tp.Reason = slot(i)
+			}
 		}
 	}
 	if tp.Skb.Size == 0 {
@@ -68,18 +83,11 @@ func (l *Layout) RawTracepoint(group, name string) (Tracepoint, error) {
 	return tp, nil
 }
 
-func isVoidPointer(t btf.Type) bool {
-	ptr, ok := btf.As[*btf.Pointer](t)
-	if !ok {
-		return false
-	}
-	_, ok = btf.UnderlyingType(ptr.Target).(*btf.Void)
-	return ok
-}
-
-func isDropReason(t btf.Type) bool {
-	e, ok := btf.As[*btf.Enum](t)
-	return ok && e.Name == "skb_drop_reason"
+// TracepointTarget is the BTF ID that a BTF-typed tracepoint program
+// (tp_btf) attaching to tracepoint name is loaded with: that of the typedef
+// btf_trace_<name> in the running kernel's BTF.
+func (l *Layout) TracepointTarget(name string) (uint32, error) {
+	return l.target(tracepointTypedefPrefix+name, rawbtf.KindTypedef)
 }
 
 // PerfTracepoint returns where perf tracepoint group:name, whose format is f,

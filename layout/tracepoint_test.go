@@ -7,8 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cilium/ebpf/btf"
-
+	"github.com/skbstat/skbstat/internal/rawbtf"
 	"github.com/skbstat/skbstat/internal/tracefs"
 )
 
@@ -180,12 +179,16 @@ func TestRawTracepointLive(t *testing.T) {
 // BTF, where the kernel's pahole keeps such static functions.
 func checkLocationName(t *testing.T, l *Layout, tp Tracepoint) {
 	t.Helper()
-	var fn *btf.Func
-	if err := l.typeByName("__bpf_trace_"+tp.Name, &fn); err != nil {
+	fn, err := l.typeByName("__bpf_trace_"+tp.Name, rawbtf.KindFunc)
+	if err != nil {
 		t.Logf("%s: no named parameters to check the location with: %v", tp.Name, err)
 		return
 	}
-	params := fn.Type.(*btf.FuncProto).Params[1:] // after __data
+	proto, err := l.btf.Type(fn.Ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	params := proto.Params[1:] // after __data
 	var named Field
 	for i, p := range params {
 		if p.Name == "location" {
@@ -238,7 +241,7 @@ func tracefsDir(t *testing.T) string {
 
 func TestRawTracepointNotFound(t *testing.T) {
 	_, err := newTestKernel().layout(t).RawTracepoint("skb", "no_such")
-	if !errors.Is(err, btf.ErrNotFound) {
-		t.Errorf("error %v, want btf.ErrNotFound", err)
+	if !errors.Is(err, ErrNotFound) {
+		t.Errorf("error %v, want ErrNotFound", err)
 	}
 }

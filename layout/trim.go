@@ -1,17 +1,16 @@
 package layout
 
 import (
-	"debug/elf"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"sort"
 	"strings"
 
 	"github.com/cilium/ebpf/btf"
+
+	"github.com/skbstat/skbstat/internal/rawbtf"
 )
 
 // A trimmed BTF file holds only what skbstat reads from a kernel's BTF, for
@@ -63,10 +62,10 @@ const tracepointTypedefPrefix = "btf_trace_"
 // to l in every lookup, and for FuncSkbArg and FuncSockArg on funcs (those
 // that l's BTF lacks are left out).
 func WriteTrimmedBTF(w io.Writer, l *Layout, funcs []string) error {
-	if l.spec == nil {
+	if l.btf == nil {
 		return fmt.Errorf("trimmed BTF: %w", errNoBTF)
 	}
-	t := &trimmer{spec: l.spec, wanted: map[*btf.Struct][]string{}, stubs: map[btf.Type]btf.Type{}}
+	t := &trimmer{l: l, wanted: map[rawbtf.ID][]string{}, copies: map[rawbtf.ID]btf.Type{}}
 	roots, err := t.roots(funcs)
 	if err != nil {
 		return fmt.Errorf("trimmed BTF: %w", err)
@@ -75,12 +74,16 @@ func WriteTrimmedBTF(w io.Writer, l *Layout, funcs []string) error {
 	if err != nil {
 		return fmt.Errorf("trimmed BTF: %w", err)
 	}
-	for _, typ := range roots {
-		if _, err := b.Add(t.stub(typ)); err != nil {
+	for _, id := range roots {
+		typ, err := t.copy(id)
+		if err != nil {
+			return fmt.Errorf("trimmed BTF: %w", err)
+		}
+		if _, err := b.Add(typ); err != nil {
 			return fmt.Errorf("trimmed BTF: add %v: %w", typ, err)
 		}
 	}
-	raw, err := b.Marshal(nil, &btf.MarshalOptions{Order: l.btfOrder()})
+	raw, err := b.Marshal(nil, &btf.MarshalOptions{Order: l.btf.ByteOrder()})
 	if err != nil {
 		return fmt.Errorf("trimmed BTF: %w", err)
 	}
@@ -90,31 +93,31 @@ func WriteTrimmedBTF(w io.Writer, l *Layout, funcs []string) error {
 	return nil
 }
 
-// trimmer copies the types skbstat reads out of spec, each once.
+// trimmer copies the types skbstat reads out of l's BTF, each once, as the
+// types cilium/ebpf's encoder takes.
 type trimmer struct {
-	spec *btf.Spec
+	l *Layout
 	// wanted holds the member names to keep of each struct that is
 	// trimmed rather than stubbed.
-	wanted map[*btf.Struct][]string
-	// stubs maps each type of spec to its copy: itself where it is kept
-	// whole, else its trimmed or stubbed copy.
-	stubs map[btf.Type]btf.Type
+	wanted map[rawbtf.ID][]string
+	// copies maps each type to its copy: whole, trimmed or a stub.
+	copies map[rawbtf.ID]btf.Type
+	// whole are the types copied with all they hold.
+	whole []rawbtf.ID
 }
 
 // roots finds the types to write, and which members of which structs they
 // need; the types they reference follow.
-func (t *trimmer) roots(funcs []string) ([]btf.Type, error) {
-	var roots []btf.Type
+func (t *trimmer) roots(funcs []string) ([]rawbtf.ID, error) {
+	spec := t.l.btf
+	var roots []rawbtf.ID
 	for _, name := range unsignedLongNames {
-		var ulong *btf.Int
-		if err := t.spec.TypeByName(name, &ulong); err == nil {
-			roots = append(roots, ulong)
-		}
+		roots = append(roots, spec.Named(name, rawbtf.KindInt)...)
 	}
-	var reasons *btf.Enum
-	if err := t.spec.TypeByName("skb_drop_reason", &reasons); err == nil {
-		t.stubs[reasons] = reasons // DropReasons reads every value
-		roots = append(roots, reasons)
+	for _, kind := range []rawbtf.Kind{rawbtf.KindEnum, rawbtf.KindEnum64} {
+		reasons := spec.Named("skb_drop_reason", kind)
+		t.whole = append(t.whole, reasons...) // DropReasons reads every value
+		roots = append(roots, reasons...)
 	}
 	names := make([]string, 0, len(trimmedMembers))
 	for name := range trimmedMembers {
@@ -122,18 +125,19 @@ func (t *trimmer) roots(funcs []string) ([]btf.Type, error) {
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		var s *btf.Struct
-		err := t.spec.TypeByName(name, &s)
-		if errors.Is(err, btf.ErrNotFound) {
+		s, err := spec.One(name, rawbtf.KindStruct)
+		if errors.Is(err, rawbtf.ErrNotFound) {
 			continue // the lookups fail on the trimmed file as on the whole
 		}
 		if err != nil {
 			return nil, fmt.Errorf("struct %s: %w", name, err)
 		}
 		for _, m := range trimmedMembers[name] {
-			t.want(s, m)
+			if err := t.want(s, m); err != nil {
+				return nil, err
+			}
 		}
-		roots = append(roots, s)
+		roots = append(roots, s.ID)
 	}
 	tps, err := t.skbTracepoints()
 	if err != nil {
@@ -141,18 +145,7 @@ func (t *trimmer) roots(funcs []string) ([]btf.Type, error) {
 	}
 	roots = append(roots, tps...)
 	for _, fn := range funcs {
-		types, err := t.spec.AnyTypesByName(fn)
-		if errors.Is(err, btf.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("function %s: %w", fn, err)
-		}
-		for _, typ := range types {
-			if f, ok := typ.(*btf.Func); ok {
-				roots = append(roots, f)
-			}
-		}
+		roots = append(roots, spec.Named(fn, rawbtf.KindFunc)...)
 	}
 	return roots, nil
 }
@@ -160,161 +153,159 @@ func (t *trimmer) roots(funcs []string) ([]btf.Type, error) {
 // want marks member name of s (dotted: through named struct members) to be
 // kept. A member s lacks is left out: its lookup fails on the trimmed file as
 // it does on the whole.
-func (t *trimmer) want(s *btf.Struct, name string) {
-	if _, _, ok := findMember(s.Members, name); ok {
+func (t *trimmer) want(s *rawbtf.Type, name string) error {
+	if _, _, ok, err := t.l.findMember(s, name); ok || err != nil {
 		t.keep(s, name)
-		return
+		return err
 	}
 	outer, inner, dotted := strings.Cut(name, ".")
 	if !dotted {
-		return
+		return nil
 	}
-	m, _, ok := findMember(s.Members, outer)
-	if !ok {
-		return
+	m, _, ok, err := t.l.findMember(s, outer)
+	if !ok || err != nil {
+		return err
 	}
-	if in, ok := btf.As[*btf.Struct](m.Type); ok {
-		t.keep(s, outer)
-		t.want(in, inner)
+	in, err := t.l.btf.Underlying(m.Type)
+	if err != nil || in.Kind != rawbtf.KindStruct {
+		return err
 	}
+	t.keep(s, outer)
+	return t.want(in, inner)
 }
 
 // keep adds member name to those kept of s, once.
-func (t *trimmer) keep(s *btf.Struct, name string) {
-	if !slices.Contains(t.wanted[s], name) {
-		t.wanted[s] = append(t.wanted[s], name)
+func (t *trimmer) keep(s *rawbtf.Type, name string) {
+	if !slices.Contains(t.wanted[s.ID], name) {
+		t.wanted[s.ID] = append(t.wanted[s.ID], name)
 	}
 }
 
 // skbTracepoints returns the btf_trace_<name> typedef of every tracepoint
 // whose prototype takes a struct sk_buff *: those RawTracepoint serves.
-func (t *trimmer) skbTracepoints() ([]btf.Type, error) {
-	var tps []btf.Type
-	for typ, err := range t.spec.All() {
+func (t *trimmer) skbTracepoints() ([]rawbtf.ID, error) {
+	var tps []rawbtf.ID
+	for _, id := range t.l.btf.OfKind(rawbtf.KindTypedef) {
+		td, err := t.l.btf.Type(id)
 		if err != nil {
 			return nil, fmt.Errorf("tracepoints: %w", err)
 		}
-		td, ok := typ.(*btf.Typedef)
-		if !ok || !strings.HasPrefix(td.Name, tracepointTypedefPrefix) {
+		if !strings.HasPrefix(td.Name, tracepointTypedefPrefix) {
 			continue
 		}
-		ptr, ok := btf.As[*btf.Pointer](td.Type)
-		if !ok {
+		proto, err := t.l.pointee(td.Ref)
+		if err != nil {
+			return nil, fmt.Errorf("tracepoints: %w", err)
+		}
+		if proto == nil || proto.Kind != rawbtf.KindFuncProto {
 			continue
 		}
-		if proto, ok := btf.As[*btf.FuncProto](ptr.Target); ok && takesSkb(proto) {
-			tps = append(tps, td)
+		if i, err := t.l.paramPointingTo(proto, "sk_buff"); err != nil || i >= 0 {
+			if err != nil {
+				return nil, fmt.Errorf("tracepoints: %w", err)
+			}
+			tps = append(tps, id)
 		}
 	}
 	return tps, nil
 }
 
-func takesSkb(proto *btf.FuncProto) bool {
-	for _, p := range proto.Params {
-		if isPointerTo(p.Type, "sk_buff") {
-			return true
-		}
+// copy returns the copy of type id for the trimmed file.
+func (t *trimmer) copy(id rawbtf.ID) (btf.Type, error) {
+	if c, ok := t.copies[id]; ok {
+		return c, nil
 	}
-	return false
-}
-
-// stub returns typ's copy for the trimmed file.
-func (t *trimmer) stub(typ btf.Type) btf.Type {
-	if c, ok := t.stubs[typ]; ok {
-		return c
+	v, err := t.l.btf.Type(id)
+	if err != nil {
+		return nil, err
 	}
 	var c btf.Type
-	switch v := typ.(type) {
-	case *btf.Struct:
-		c = t.trimStruct(v)
-	case *btf.Union:
+	ref := func(id rawbtf.ID) btf.Type {
+		if err == nil {
+			var r btf.Type
+			r, err = t.copy(id)
+			return r
+		}
+		return nil
+	}
+	switch v.Kind {
+	case rawbtf.KindStruct:
+		c, err = t.trimStruct(v)
+	case rawbtf.KindUnion:
 		// No union is read: skbstat's members are found through anonymous
 		// unions, and trimmed structs hold them directly.
 		c = &btf.Union{Name: v.Name, Size: v.Size}
-	case *btf.Enum:
-		c = &btf.Enum{Name: v.Name, Size: v.Size, Signed: v.Signed}
-	case *btf.Pointer:
+	case rawbtf.KindEnum, rawbtf.KindEnum64:
+		e := &btf.Enum{Name: v.Name, Size: v.Size, Signed: v.KindFlag}
+		if slices.Contains(t.whole, id) {
+			for _, value := range v.Values {
+				e.Values = append(e.Values, btf.EnumValue{Name: value.Name, Value: value.Value})
+			}
+		}
+		c = e
+	case rawbtf.KindPointer:
 		p := &btf.Pointer{}
-		t.stubs[typ] = p // before the target: every cycle of types passes a pointer
-		p.Target = t.stub(v.Target)
-		return p
-	case *btf.Typedef:
-		c = &btf.Typedef{Name: v.Name, Type: t.stub(v.Type)}
-	case *btf.Const:
-		c = &btf.Const{Type: t.stub(v.Type)}
-	case *btf.Volatile:
-		c = &btf.Volatile{Type: t.stub(v.Type)}
-	case *btf.Restrict:
-		c = &btf.Restrict{Type: t.stub(v.Type)}
-	case *btf.TypeTag:
-		c = t.stub(v.Type) // tags are for the verifier, which never sees this file
-	case *btf.Array:
-		c = &btf.Array{Index: t.stub(v.Index), Type: t.stub(v.Type), Nelems: v.Nelems}
-	case *btf.FuncProto:
-		proto := &btf.FuncProto{Return: t.stub(v.Return)}
+		t.copies[id] = p // before the target: every cycle of types passes a pointer
+		p.Target = ref(v.Ref)
+		return p, err
+	case rawbtf.KindTypedef:
+		c = &btf.Typedef{Name: v.Name, Type: ref(v.Ref)}
+	case rawbtf.KindConst:
+		c = &btf.Const{Type: ref(v.Ref)}
+	case rawbtf.KindVolatile:
+		c = &btf.Volatile{Type: ref(v.Ref)}
+	case rawbtf.KindRestrict:
+		c = &btf.Restrict{Type: ref(v.Ref)}
+	case rawbtf.KindTypeTag:
+		c = ref(v.Ref) // tags are for the verifier, which never sees this file
+	case rawbtf.KindArray:
+		c = &btf.Array{Index: ref(v.Index), Type: ref(v.Ref), Nelems: v.Nelems}
+	case rawbtf.KindFuncProto:
+		proto := &btf.FuncProto{Return: ref(v.Ref)}
 		for _, p := range v.Params {
-			proto.Params = append(proto.Params, btf.FuncParam{Name: p.Name, Type: t.stub(p.Type)})
+			proto.Params = append(proto.Params, btf.FuncParam{Name: p.Name, Type: ref(p.Type)})
 		}
 		c = proto
-	case *btf.Func:
-		c = &btf.Func{Name: v.Name, Type: t.stub(v.Type), Linkage: v.Linkage}
-	case *btf.Int, *btf.Float, *btf.Void, *btf.Fwd:
-		c = typ // they reference nothing
+	case rawbtf.KindFunc:
+		c = &btf.Func{Name: v.Name, Type: ref(v.Ref), Linkage: btf.FuncLinkage(v.Linkage)}
+	case rawbtf.KindInt:
+		c = &btf.Int{Name: v.Name, Size: v.Size, Encoding: btf.IntEncoding(v.Encoding)}
+	case rawbtf.KindFloat:
+		c = &btf.Float{Name: v.Name, Size: v.Size}
+	case rawbtf.KindForward:
+		fwd := &btf.Fwd{Name: v.Name, Kind: btf.FwdStruct}
+		if v.KindFlag {
+			fwd.Kind = btf.FwdUnion
+		}
+		c = fwd
 	default:
-		// Variables, sections and declaration tags reference types but
-		// are referenced by none that skbstat reads.
+		// Void; variables, sections and declaration tags reference types
+		// but are referenced by none that skbstat reads.
 		c = &btf.Void{}
 	}
-	t.stubs[typ] = c
-	return c
+	if err != nil {
+		return nil, err
+	}
+	t.copies[id] = c
+	return c, nil
 }
 
 // trimStruct copies s with only its wanted members, each at its offset from
 // the start of s: those found in anonymous structs and unions are lifted
 // out of them. The size is kept, so a struct stays the kernel's.
-func (t *trimmer) trimStruct(s *btf.Struct) *btf.Struct {
+func (t *trimmer) trimStruct(s *rawbtf.Type) (*btf.Struct, error) {
 	c := &btf.Struct{Name: s.Name, Size: s.Size}
-	for _, name := range t.wanted[s] {
-		m, bits, _ := findMember(s.Members, name)
-		c.Members = append(c.Members, btf.Member{Name: m.Name, Type: t.stub(m.Type), Offset: bits, BitfieldSize: m.BitfieldSize})
+	for _, name := range t.wanted[s.ID] {
+		m, bits, _, err := t.l.findMember(s, name)
+		if err != nil {
+			return nil, err
+		}
+		typ, err := t.copy(m.Type)
+		if err != nil {
+			return nil, err
+		}
+		c.Members = append(c.Members, btf.Member{Name: m.Name, Type: typ, Offset: btf.Bits(bits), BitfieldSize: btf.Bits(m.BitfieldSize)})
 	}
 	sort.SliceStable(c.Members, func(i, j int) bool { return c.Members[i].Offset < c.Members[j].Offset })
-	return c
-}
-
-// btfOrder is the byte order of l's BTF: the file's, else the running
-// kernel's, which is the machine's.
-func (l *Layout) btfOrder() binary.ByteOrder {
-	if l.order != nil {
-		return l.order
-	}
-	return binary.NativeEndian
-}
-
-// btfMagic opens raw BTF, in the byte order of the kernel that wrote it.
-const btfMagic = 0xeb9f
-
-// btfFileOrder reads the byte order of BTF file path from its ELF header or
-// its raw BTF magic. btf.LoadSpec reads either order but does not say which.
-func btfFileOrder(path string) (binary.ByteOrder, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var head [elf.EI_DATA + 1]byte
-	if _, err := io.ReadFull(f, head[:]); err != nil {
-		return nil, fmt.Errorf("read the header: %w", err)
-	}
-	switch {
-	case string(head[:len(elf.ELFMAG)]) == elf.ELFMAG && elf.Data(head[elf.EI_DATA]) == elf.ELFDATA2LSB:
-		return binary.LittleEndian, nil
-	case string(head[:len(elf.ELFMAG)]) == elf.ELFMAG && elf.Data(head[elf.EI_DATA]) == elf.ELFDATA2MSB:
-		return binary.BigEndian, nil
-	case binary.LittleEndian.Uint16(head[:]) == btfMagic:
-		return binary.LittleEndian, nil
-	case binary.BigEndian.Uint16(head[:]) == btfMagic:
-		return binary.BigEndian, nil
-	}
-	return nil, errors.New("neither ELF nor raw BTF")
+	return c, nil
 }

@@ -10,7 +10,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/btf"
+
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
@@ -133,7 +133,11 @@ func (t *funcTarget) fentry() (hook, error) {
 	if !t.hasBTF {
 		return nil, errors.New("no BTF for " + t.symbol)
 	}
-	return fentryHook{fn: t.symbol, arg: t.arg}, nil
+	target, err := t.layout.FuncTarget(t.symbol)
+	if err != nil {
+		return nil, err
+	}
+	return fentryHook{fn: t.symbol, arg: t.arg, btfID: target}, nil
 }
 
 // kprobe is the hook that attaches to t with a kprobe on kernel
@@ -203,7 +207,7 @@ func functionProbes(l *layout.Layout, syms *kallsyms.Table, fns []kernelFunc) (p
 // function is resolved, so that a kernel with none (a locked-down one) costs
 // no symbol table and no attempt per function. fentry is tried on probeFn,
 // unless attach rules it out.
-func lackingMechanisms(attach Mechanism, probeFn string, kernel *btf.Cache) map[Mechanism]error {
+func lackingMechanisms(attach Mechanism, probeFn string, l *layout.Layout) map[Mechanism]error {
 	dead := map[Mechanism]error{}
 	if _, err := os.Stat("/sys/bus/event_source/devices/kprobe/type"); err != nil {
 		dead[Kprobe] = errors.New("this kernel has no kprobes (CONFIG_KPROBES)")
@@ -214,21 +218,28 @@ func lackingMechanisms(attach Mechanism, probeFn string, kernel *btf.Cache) map[
 		dead[KprobeMulti] = fmt.Errorf("not supported by this kernel (%v)", err)
 	}
 	if attach == Auto || attach == Fentry {
-		if probeFn == "" {
+		target, err := l.FuncTarget(probeFn)
+		switch {
+		case probeFn == "":
 			dead[Fentry] = errors.New("no kernel BTF describes these functions")
-		} else if lack := kernelLacks(Fentry, tryFentry(probeFn, kernel)); lack != nil {
-			dead[Fentry] = lack
+		case err != nil:
+			dead[Fentry] = err
+		default:
+			if lack := kernelLacks(Fentry, tryFentry(target)); lack != nil {
+				dead[Fentry] = lack
+			}
 		}
 	}
 	return dead
 }
 
-// tryFentry attaches an empty fentry program to fn and detaches it.
-func tryFentry(fn string, kernel *btf.Cache) error {
+// tryFentry attaches an empty fentry program to the function of BTF ID
+// target and detaches it.
+func tryFentry(target uint32) error {
 	prog, err := loadProgram(&ebpf.ProgramSpec{
-		Name: "skbstat_try", Type: ebpf.Tracing, AttachType: ebpf.AttachTraceFEntry, AttachTo: fn, License: "GPL",
+		Name: "skbstat_try", Type: ebpf.Tracing, AttachType: ebpf.AttachTraceFEntry, License: "GPL",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-	}, kernel)
+	}, target)
 	if err != nil {
 		return err
 	}
@@ -341,12 +352,12 @@ func CheckFunc(l *layout.Layout, value string) error {
 	}
 	arg, err := l.FuncSkbArg(fn.name)
 	switch {
-	case errors.Is(err, btf.ErrNotFound) && fn.arg >= 0:
+	case errors.Is(err, layout.ErrNotFound) && fn.arg >= 0:
 		// BTF can lack a function that the kernel has (pahole leaves out
 		// those whose prototypes it cannot trust): the position given is
 		// all there is.
 		return checkRegisterArg(l, fn.arg)
-	case errors.Is(err, btf.ErrNotFound):
+	case errors.Is(err, layout.ErrNotFound):
 		return fmt.Errorf("no kernel function %s in the kernel's BTF", fn.name)
 	case err == nil && fn.arg >= 0 && fn.arg != arg:
 		return fmt.Errorf("the kernel's BTF puts the struct sk_buff * argument of %s at position %d, not %d", fn.name, arg, fn.arg)

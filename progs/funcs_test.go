@@ -296,7 +296,7 @@ func TestSocketRowsVerify(t *testing.T) {
 			}
 			spec := &ebpf.ProgramSpec{Name: "skbstat_verify", Instructions: insns, License: "GPL"}
 			h.configure(spec)
-			prog, err := loadProgram(spec, nil)
+			prog, err := loadProgram(spec, h.target())
 			if err != nil {
 				t.Fatalf("%s with %q: %v", k.name, f, err)
 			}
@@ -322,7 +322,11 @@ func TestLackFoundWhileAttaching(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if lack := kernelLacks(Fentry, tryFentry("bpf_fentry_test1", l.KernelBTF())); lack == nil {
+	target, err := l.FuncTarget("bpf_fentry_test1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lack := kernelLacks(Fentry, tryFentry(target)); lack == nil {
 		t.Skip("fentry attaches on this kernel: the test needs one that refuses it")
 	}
 	s, err := load(cfg, p, StartKernel(cfg))

@@ -24,8 +24,11 @@ type hook interface {
 	// (tp_btf too) and fentry check only that the same program is not
 	// running (since Linux 6.1 and 5.12).
 	nests() bool
-	// configure sets the program type and attach target.
+	// configure sets the program type and attach type.
 	configure(spec *ebpf.ProgramSpec)
+	// target is the BTF ID of the kernel type that a tracing program
+	// (tp_btf, fentry) attaches to; 0 for hooks that attach by name.
+	target() uint32
 	// loadArg leaves the struct sk_buff * (or struct sock *) in dst, given
 	// the context in R6.
 	loadArg(dst asm.Register) asm.Instructions
@@ -42,6 +45,12 @@ type hook interface {
 	reads() reads
 	attach(prog *ebpf.Program) (link.Link, error)
 }
+
+// byName is the target of hooks that attach to a kernel symbol or
+// tracepoint by its name.
+type byName struct{}
+
+func (byName) target() uint32 { return 0 }
 
 // copiedArg is the reads of hooks whose probed pointer is a bare address:
 // the program copies what it reads with bpf_probe_read_kernel.
@@ -92,6 +101,9 @@ type tracepointHook struct {
 	typed bool
 	// packet: typed, and the packet read with direct loads too.
 	packet bool
+	// btfID is that of the tracepoint's btf_trace_<name> typedef in the
+	// running kernel's BTF, where typed.
+	btfID uint32
 }
 
 // tpBTF is the mechanism of BTF-typed tracepoints, as -v names it.
@@ -112,13 +124,15 @@ func (h tracepointHook) nests() bool { return h.tp.Raw }
 func (h tracepointHook) configure(spec *ebpf.ProgramSpec) {
 	switch {
 	case h.typed:
-		spec.Type, spec.AttachType, spec.AttachTo = ebpf.Tracing, ebpf.AttachTraceRawTp, h.tp.Name
+		spec.Type, spec.AttachType = ebpf.Tracing, ebpf.AttachTraceRawTp
 	case h.tp.Raw:
 		spec.Type = ebpf.RawTracepoint
 	default:
 		spec.Type = ebpf.TracePoint
 	}
 }
+
+func (h tracepointHook) target() uint32 { return h.btfID }
 
 func (h tracepointHook) reads() reads { return reads{typed: h.typed, packet: h.packet} }
 
@@ -159,11 +173,12 @@ func (h tracepointHook) attach(prog *ebpf.Program) (link.Link, error) {
 func tracepointHooks(l *layout.Layout, group, name string) []func() (hook, error) {
 	typed := func(packet bool) func() (hook, error) {
 		return func() (hook, error) {
-			if l.KernelBTF() == nil {
-				return nil, fmt.Errorf("%s: the layout is not from the running kernel's BTF but from %s", tpBTF, l.Source)
+			target, err := l.TracepointTarget(name)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", tpBTF, err)
 			}
 			tp, err := l.RawTracepoint(group, name)
-			return tracepointHook{tp: tp, typed: true, packet: packet}, err
+			return tracepointHook{tp: tp, typed: true, packet: packet, btfID: target}, err
 		}
 	}
 	return []func() (hook, error){
@@ -199,8 +214,9 @@ type fentryHook struct {
 	rowImmediate
 	noTracepointArgs
 	copiedArg
-	fn  string
-	arg int
+	fn    string
+	arg   int
+	btfID uint32 // fn's, in the running kernel's BTF
 }
 
 func (h fentryHook) mechanism() string { return string(Fentry) }
@@ -208,8 +224,10 @@ func (h fentryHook) mechanism() string { return string(Fentry) }
 func (fentryHook) nests() bool { return true }
 
 func (h fentryHook) configure(spec *ebpf.ProgramSpec) {
-	spec.Type, spec.AttachType, spec.AttachTo = ebpf.Tracing, ebpf.AttachTraceFEntry, h.fn
+	spec.Type, spec.AttachType = ebpf.Tracing, ebpf.AttachTraceFEntry
 }
+
+func (h fentryHook) target() uint32 { return h.btfID }
 
 func (h fentryHook) loadArg(dst asm.Register) asm.Instructions {
 	return loadContext(dst, layout.Field{Offset: uint32(8 * h.arg), Size: 8})
@@ -225,6 +243,7 @@ type kprobeHook struct {
 	rowImmediate
 	noTracepointArgs
 	copiedArg
+	byName
 	symbol string
 	arg    layout.Field // in struct pt_regs
 }
@@ -246,6 +265,7 @@ func (h kprobeHook) attach(prog *ebpf.Program) (link.Link, error) {
 type kprobeMultiHook struct {
 	noTracepointArgs
 	copiedArg
+	byName
 	symbols []string
 	rows    []uint64
 	arg     layout.Field // in struct pt_regs

@@ -11,7 +11,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/btf"
+
+	"github.com/skbstat/skbstat/internal/tracing"
 )
 
 // Load creates the maps, loads a program per probe and attaches it with the
@@ -159,7 +160,7 @@ func (s *Set) attachHook(p *probe, h hook, cfg Config) error {
 	}
 	spec := &ebpf.ProgramSpec{Name: p.prog, Instructions: insns, License: "GPL"}
 	h.configure(spec)
-	prog, err := loadProgram(spec, cfg.Layout.KernelBTF())
+	prog, err := loadProgram(spec, h.target())
 	if err != nil {
 		return fmt.Errorf("load: %w", err)
 	}
@@ -183,24 +184,16 @@ func (s *Set) attachHook(p *probe, h hook, cfg Config) error {
 	return nil
 }
 
-// loadProgram loads spec. A program that attaches to a kernel function
-// (fentry) is loaded with the kernel BTF the layout parsed already: loaded on
-// its own, each would parse all of the kernel's BTF again.
-func loadProgram(spec *ebpf.ProgramSpec, kernel *btf.Cache) (*ebpf.Program, error) {
+// loadProgram loads spec. A tracing program (tp_btf, fentry) is loaded
+// against target, the BTF ID of what it attaches to.
+func loadProgram(spec *ebpf.ProgramSpec, target uint32) (*ebpf.Program, error) {
 	// Comments are for listings (--dump-bpf); loaded, the kernel would
 	// take them for source line information.
 	for i := range spec.Instructions {
 		spec.Instructions[i] = spec.Instructions[i].WithSource(nil)
 	}
-	if spec.AttachTo == "" || kernel == nil {
-		return ebpf.NewProgram(spec)
+	if spec.Type == ebpf.Tracing {
+		return tracing.Load(spec, target)
 	}
-	coll, err := ebpf.NewCollectionWithOptions(&ebpf.CollectionSpec{
-		Programs: map[string]*ebpf.ProgramSpec{spec.Name: spec},
-	}, ebpf.CollectionOptions{Cache: kernel})
-	if err != nil {
-		return nil, err
-	}
-	defer coll.Close()
-	return coll.DetachProgram(spec.Name), nil
+	return ebpf.NewProgram(spec)
 }

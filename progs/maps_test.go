@@ -128,7 +128,7 @@ func testRunnable(t *testing.T, insns asm.Instructions, maps map[string]*ebpf.Ma
 			t.Fatal(err)
 		}
 	}
-	prog, err := loadProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, Instructions: insns, License: "GPL"}, nil)
+	prog, err := loadProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, Instructions: insns, License: "GPL"}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,7 +39,7 @@ func newPlan(cfg Config, tryMechanisms bool) (plan, error) {
 		}
 		probeFn = fns[i].name
 	}
-	p.dead = lackingMechanisms(cfg.Attach, probeFn, cfg.Layout.KernelBTF())
+	p.dead = lackingMechanisms(cfg.Attach, probeFn, cfg.Layout)
 	if err := noMechanism(cfg.Attach, p.dead); err != nil {
 		if cfg.Attach != Auto {
 			return p, fmt.Errorf("--attach %s: %w", cfg.Attach, p.dead[cfg.Attach])

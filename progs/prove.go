@@ -107,7 +107,7 @@ func attachProof(l *layout.Layout, rows *ebpf.Map, tp tracepoint, checks []check
 		}
 		spec := &ebpf.ProgramSpec{Name: "skbstat_proof", Instructions: insns, License: "GPL"}
 		h.configure(spec)
-		prog, err := loadProgram(spec, nil)
+		prog, err := loadProgram(spec, h.target())
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: load: %w", h.mechanism(), err))
 			continue

@@ -1,0 +1,558 @@
+// Package rawbtf looks up named types in raw BTF (a kernel's
+// /sys/kernel/btf/vmlinux, or a file holding such BTF) without decoding the
+// rest of it.
+//
+// A kernel's BTF is 3-6 MB of some 150,000 types, of which skbstat reads a
+// few dozen. Open reads the strings and passes over the types once, keeping
+// only where each type starts and a hash table of their names; a type is
+// read again, from the file, when it is looked up. That holds about 3.5 MB
+// of a 5.5 MB BTF in memory, where decoding libraries hold the whole of it
+// and more.
+package rawbtf
+
+import (
+	"bytes"
+	"debug/elf"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"os"
+)
+
+// ErrNotFound is returned for a name that no type of the kind asked for has.
+var ErrNotFound = errors.New("not found")
+
+// ErrMultipleMatches is returned where a name that must name one type names
+// several of the kind asked for.
+var ErrMultipleMatches = errors.New("more than one type of that name")
+
+// Kind is a BTF type kind (BTF_KIND_*).
+type Kind uint8
+
+// The kinds of include/uapi/linux/btf.h.
+const (
+	KindVoid Kind = iota
+	KindInt
+	KindPointer
+	KindArray
+	KindStruct
+	KindUnion
+	KindEnum
+	KindForward
+	KindTypedef
+	KindVolatile
+	KindConst
+	KindRestrict
+	KindFunc
+	KindFuncProto
+	KindVar
+	KindDatasec
+	KindFloat
+	KindDeclTag
+	KindTypeTag
+	KindEnum64
+	kindCount
+)
+
+var kindNames = [kindCount]string{"void", "int", "pointer", "array", "struct", "union", "enum", "forward",
+	"typedef", "volatile", "const", "restrict", "func", "func_proto", "var", "datasec", "float",
+	"decl_tag", "type_tag", "enum64"}
+
+func (k Kind) String() string {
+	if k < kindCount {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("kind %d", uint8(k))
+}
+
+// ID is a type's BTF ID; 0 is void.
+type ID uint32
+
+// Member is a struct or union member.
+type Member struct {
+	Name         string
+	Type         ID
+	BitOffset    uint32 // from the start of the struct
+	BitfieldSize uint32 // 0 unless a bitfield
+}
+
+// Param is a function prototype's parameter.
+type Param struct {
+	Name string
+	Type ID
+}
+
+// EnumValue is an enumerator; a signed enum's negative values are sign
+// extended.
+type EnumValue struct {
+	Name  string
+	Value uint64
+}
+
+// Type is one type, decoded alone: the types it refers to are IDs.
+type Type struct {
+	ID   ID
+	Kind Kind
+	Name string
+	// Size in bytes: of an int, struct, union, enum or float.
+	Size uint32
+	// Ref is the type referred to: a pointer's target, a typedef's or
+	// qualifier's type, a function's prototype, a prototype's return type,
+	// an array's element.
+	Ref    ID
+	Index  ID     // an array's index type
+	Nelems uint32 // of an array
+	// KindFlag is the kind's flag: a signed enum, a forward declaration of
+	// a union, members with bitfield sizes.
+	KindFlag bool
+	Encoding uint8  // of an int: BTF_INT_SIGNED, _CHAR, _BOOL
+	Linkage  uint32 // of a func or var: static 0, global 1, extern 2
+	Members  []Member
+	Params   []Param
+	Values   []EnumValue
+}
+
+// Spec is the index of one BTF.
+type Spec struct {
+	r      io.ReaderAt
+	closer io.Closer
+	order  binary.ByteOrder
+	// typesAt is where the type section starts in r; starts[id-1] is
+	// where type id starts in it, and starts[len(starts)-1] where the last
+	// ends.
+	typesAt int64
+	starts  []uint32
+	kinds   []Kind // by id-1
+	strings []byte
+	// names is an open-addressing hash table of the IDs of named types.
+	names []ID
+	seed  maphash.Seed
+	// decoded holds the types read so far: the layout revisits sk_buff's
+	// anonymous members once per member it looks for.
+	decoded map[ID]*Type
+}
+
+const (
+	magic      = 0xeb9f
+	headerSize = 24
+	typeSize   = 12 // struct btf_type
+	// maxSection bounds what a header may claim: a kernel's BTF is a few
+	// MB, and a corrupt file must not make skbstat allocate gigabytes.
+	maxSection = 1 << 28
+)
+
+// Kernel opens the running kernel's BTF. The error wraps os.ErrNotExist
+// where the kernel has none.
+func Kernel() (*Spec, error) {
+	return openFile("/sys/kernel/btf/vmlinux", false)
+}
+
+// File opens a BTF file: raw BTF, or an ELF (a vmlinux) with a .BTF section.
+func File(path string) (*Spec, error) {
+	return openFile(path, true)
+}
+
+func openFile(path string, maybeELF bool) (*Spec, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	info, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	r, size := io.ReaderAt(f), info.Size()
+	var head [4]byte
+	if _, err := f.ReadAt(head[:], 0); maybeELF && err == nil && string(head[:]) == elf.ELFMAG {
+		if r, size, err = elfSection(f); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	s, err := Open(r, size)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	s.closer = f
+	return s, nil
+}
+
+// elfSection returns the .BTF section of ELF file f.
+func elfSection(f *os.File) (io.ReaderAt, int64, error) {
+	ef, err := elf.NewFile(f)
+	if err != nil {
+		return nil, 0, fmt.Errorf("ELF: %w", err)
+	}
+	sec := ef.Section(".BTF")
+	if sec == nil {
+		return nil, 0, fmt.Errorf("ELF has no .BTF section (need a vmlinux built with CONFIG_DEBUG_INFO_BTF, or raw BTF): %w", ErrNotFound)
+	}
+	if sec.Type == elf.SHT_NOBITS || sec.Flags&elf.SHF_COMPRESSED != 0 {
+		data, err := sec.Data()
+		if err != nil {
+			return nil, 0, fmt.Errorf("ELF section .BTF: %w", err)
+		}
+		return bytes.NewReader(data), int64(len(data)), nil
+	}
+	return sec.ReaderAt, int64(sec.Size), nil
+}
+
+// Open indexes the raw BTF of size bytes in r, which it reads again on each
+// lookup of a type not yet read.
+func Open(r io.ReaderAt, size int64) (*Spec, error) {
+	var h [headerSize]byte
+	if _, err := r.ReadAt(h[:], 0); err != nil {
+		return nil, fmt.Errorf("BTF header: %w", err)
+	}
+	s := &Spec{r: r, seed: maphash.MakeSeed(), decoded: map[ID]*Type{}}
+	switch {
+	case binary.LittleEndian.Uint16(h[:]) == magic:
+		s.order = binary.LittleEndian
+	case binary.BigEndian.Uint16(h[:]) == magic:
+		s.order = binary.BigEndian
+	default:
+		return nil, errors.New("not BTF: no BTF magic")
+	}
+	if h[2] != 1 {
+		return nil, fmt.Errorf("BTF version %d, not 1", h[2])
+	}
+	u32 := func(i int) int64 { return int64(s.order.Uint32(h[i:])) }
+	hdrLen, typeOff, typeLen, strOff, strLen := u32(4), u32(8), u32(12), u32(16), u32(20)
+	if hdrLen < headerSize || typeLen > maxSection || strLen > maxSection ||
+		hdrLen+typeOff+typeLen > size || hdrLen+strOff+strLen > size {
+		return nil, fmt.Errorf("BTF header: sections (types %d+%d, strings %d+%d) outside the %d bytes", typeOff, typeLen, strOff, strLen, size)
+	}
+	s.strings = make([]byte, strLen)
+	if _, err := r.ReadAt(s.strings, hdrLen+strOff); err != nil {
+		return nil, fmt.Errorf("BTF strings: %w", err)
+	}
+	if strLen == 0 || s.strings[0] != 0 || s.strings[strLen-1] != 0 {
+		return nil, errors.New("BTF strings: not a table of NUL-terminated strings")
+	}
+	s.typesAt = hdrLen + typeOff
+	if err := s.index(io.NewSectionReader(r, s.typesAt, typeLen)); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// index passes over the type section twice: to count the types, then to
+// note where each starts, its kind and its name's place in the hash table,
+// in tables made to size (a kernel's 150,000 types are 1.6 MB of them).
+func (s *Spec) index(types *io.SectionReader) error {
+	buf := make([]byte, 256<<10)
+	count, named := 0, 0
+	err := eachType(types, buf, s.order, func(_, _ uint32, nameOff uint32) error {
+		count++
+		if nameOff != 0 {
+			named++
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.starts = make([]uint32, 0, count+1)
+	s.kinds = make([]Kind, 0, count)
+	// At most two thirds full, so that probes stay short and end.
+	size := 1
+	for size <= named+named/2 {
+		size <<= 1
+	}
+	s.names = make([]ID, size)
+	mask := uint64(size - 1)
+	err = eachType(io.NewSectionReader(types, 0, types.Size()), buf, s.order, func(at uint32, info uint32, nameOff uint32) error {
+		if len(s.kinds) == count {
+			return errors.New("BTF types changed while read")
+		}
+		s.starts = append(s.starts, at)
+		s.kinds = append(s.kinds, Kind(info>>24&0x1f))
+		if nameOff == 0 {
+			return nil
+		}
+		name, err := s.name(nameOff)
+		if err != nil {
+			return fmt.Errorf("BTF type %d: %w", len(s.kinds), err)
+		}
+		for slot := maphash.Bytes(s.seed, name) & mask; ; slot = (slot + 1) & mask {
+			if s.names[slot] == 0 {
+				s.names[slot] = ID(len(s.kinds))
+				return nil
+			}
+		}
+	})
+	s.starts = append(s.starts, uint32(types.Size()))
+	return err
+}
+
+// eachType calls fn with the offset, the info word and the name offset of
+// each type in types, in order, reading them in pieces of buf's size.
+func eachType(types io.Reader, buf []byte, order binary.ByteOrder, fn func(at, info, nameOff uint32) error) error {
+	c := chunks{r: types, buf: buf}
+	for at, id := uint32(0), 1; ; id++ {
+		h, err := c.next(typeSize)
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("BTF type %d: %w", id, err)
+		}
+		info, nameOff := order.Uint32(h[4:]), order.Uint32(h[0:])
+		trailing, err := trailingSize(Kind(info>>24&0x1f), info&0xffff)
+		if err != nil {
+			return fmt.Errorf("BTF type %d: %w", id, err)
+		}
+		if _, err := c.next(int(trailing)); err == io.EOF {
+			return fmt.Errorf("BTF type %d: %w", id, io.ErrUnexpectedEOF)
+		} else if err != nil {
+			return fmt.Errorf("BTF type %d: %w", id, err)
+		}
+		if err := fn(at, info, nameOff); err != nil {
+			return err
+		}
+		at += typeSize + trailing
+	}
+}
+
+// chunks reads r in pieces of its buffer's size.
+type chunks struct {
+	r        io.Reader
+	buf      []byte
+	pos, end int // the unread bytes in buf
+	eof      bool
+}
+
+// next returns the next n bytes, valid until the next call; io.EOF where r
+// has none left, io.ErrUnexpectedEOF where it has fewer.
+func (c *chunks) next(n int) ([]byte, error) {
+	if c.end-c.pos < n {
+		c.end = copy(c.buf, c.buf[c.pos:c.end])
+		c.pos = 0
+		if n > len(c.buf) {
+			c.buf = append(c.buf, make([]byte, n-len(c.buf))...)
+		}
+		for c.end < n && !c.eof {
+			m, err := c.r.Read(c.buf[c.end:])
+			c.end += m
+			if err == io.EOF {
+				c.eof = true
+			} else if err != nil {
+				return nil, err
+			}
+		}
+		switch {
+		case c.end == 0:
+			return nil, io.EOF
+		case c.end < n:
+			return nil, io.ErrUnexpectedEOF
+		}
+	}
+	b := c.buf[c.pos : c.pos+n]
+	c.pos += n
+	return b, nil
+}
+
+// trailingSize is the size of what follows struct btf_type for kind.
+func trailingSize(kind Kind, vlen uint32) (uint32, error) {
+	switch kind {
+	case KindInt, KindVar, KindDeclTag:
+		return 4, nil
+	case KindArray:
+		return 12, nil
+	case KindStruct, KindUnion, KindDatasec, KindEnum64:
+		return 12 * vlen, nil
+	case KindEnum, KindFuncProto:
+		return 8 * vlen, nil
+	case KindPointer, KindForward, KindTypedef, KindVolatile, KindConst, KindRestrict, KindFunc, KindFloat, KindTypeTag:
+		return 0, nil
+	}
+	return 0, fmt.Errorf("unknown kind %d", kind)
+}
+
+// name is the string at off.
+func (s *Spec) name(off uint32) ([]byte, error) {
+	if off >= uint32(len(s.strings)) {
+		return nil, fmt.Errorf("name at %d is outside the strings", off)
+	}
+	end := bytes.IndexByte(s.strings[off:], 0)
+	return s.strings[off : off+uint32(end)], nil
+}
+
+// ByteOrder is the byte order the BTF is encoded in.
+func (s *Spec) ByteOrder() binary.ByteOrder { return s.order }
+
+// Close closes the file the BTF is read from.
+func (s *Spec) Close() error {
+	if s.closer == nil {
+		return nil
+	}
+	return s.closer.Close()
+}
+
+// Named returns the IDs of the types of kind called name, in ID order.
+func (s *Spec) Named(name string, kind Kind) []ID {
+	var ids []ID
+	mask := uint64(len(s.names) - 1)
+	for slot := maphash.String(s.seed, name) & mask; s.names[slot] != 0; slot = (slot + 1) & mask {
+		id := s.names[slot]
+		if s.kinds[id-1] != kind {
+			continue
+		}
+		if t, err := s.Type(id); err == nil && t.Name == name {
+			ids = append(ids, id)
+		}
+	}
+	// Probing visits the IDs of one name in the order they were hashed.
+	return ids
+}
+
+// OfKind returns the IDs of every type of kind.
+func (s *Spec) OfKind(kind Kind) []ID {
+	var ids []ID
+	for i, k := range s.kinds {
+		if k == kind {
+			ids = append(ids, ID(i+1))
+		}
+	}
+	return ids
+}
+
+// One returns the one type of kind called name.
+func (s *Spec) One(name string, kind Kind) (*Type, error) {
+	ids := s.Named(name, kind)
+	switch len(ids) {
+	case 0:
+		return nil, fmt.Errorf("%s %s: %w", kind, name, ErrNotFound)
+	case 1:
+		return s.Type(ids[0])
+	}
+	return nil, fmt.Errorf("%s %s: %w (IDs %v)", kind, name, ErrMultipleMatches, ids)
+}
+
+// Type returns type id.
+func (s *Spec) Type(id ID) (*Type, error) {
+	if id == 0 {
+		return &Type{Kind: KindVoid}, nil
+	}
+	if t, ok := s.decoded[id]; ok {
+		return t, nil
+	}
+	if int(id) >= len(s.starts) {
+		return nil, fmt.Errorf("BTF type %d: no such type (there are %d)", id, len(s.starts)-1)
+	}
+	start, end := s.starts[id-1], s.starts[id]
+	raw := make([]byte, end-start)
+	if _, err := s.r.ReadAt(raw, s.typesAt+int64(start)); err != nil {
+		return nil, fmt.Errorf("BTF type %d: %w", id, err)
+	}
+	t, err := s.decode(id, raw)
+	if err != nil {
+		return nil, fmt.Errorf("BTF type %d: %w", id, err)
+	}
+	s.decoded[id] = t
+	return t, nil
+}
+
+// decode decodes raw, type id's struct btf_type and what follows it.
+func (s *Spec) decode(id ID, raw []byte) (*Type, error) {
+	u32 := func(i int) uint32 { return s.order.Uint32(raw[i:]) }
+	info := u32(4)
+	kindFlag, vlen := info>>31 == 1, int(info&0xffff)
+	t := &Type{ID: id, Kind: Kind(info >> 24 & 0x1f), KindFlag: kindFlag}
+	name, err := s.name(u32(0))
+	if err != nil {
+		return nil, err
+	}
+	t.Name = string(name)
+	sizeOrType := u32(8)
+	rest := raw[typeSize:]
+	var names []uint32
+	switch t.Kind {
+	case KindInt, KindStruct, KindUnion, KindEnum, KindEnum64, KindFloat, KindDatasec:
+		t.Size = sizeOrType
+	default:
+		t.Ref = ID(sizeOrType)
+	}
+	switch t.Kind {
+	case KindInt:
+		t.Encoding = uint8(s.order.Uint32(rest) >> 24 & 0xf)
+	case KindFunc:
+		t.Linkage = uint32(vlen)
+	case KindVar:
+		t.Linkage = s.order.Uint32(rest)
+	case KindArray:
+		t.Ref, t.Index, t.Nelems = ID(s.order.Uint32(rest)), ID(s.order.Uint32(rest[4:])), s.order.Uint32(rest[8:])
+	case KindStruct, KindUnion:
+		for i := range vlen {
+			m := rest[12*i:]
+			offset := s.order.Uint32(m[8:])
+			member := Member{Type: ID(s.order.Uint32(m[4:])), BitOffset: offset}
+			if kindFlag {
+				member.BitOffset, member.BitfieldSize = offset&0xffffff, offset>>24
+			}
+			t.Members = append(t.Members, member)
+			names = append(names, s.order.Uint32(m))
+		}
+	case KindFuncProto:
+		t.Ref = ID(sizeOrType)
+		for i := range vlen {
+			p := rest[8*i:]
+			t.Params = append(t.Params, Param{Type: ID(s.order.Uint32(p[4:]))})
+			names = append(names, s.order.Uint32(p))
+		}
+	case KindEnum:
+		for i := range vlen {
+			v := rest[8*i:]
+			value := uint64(s.order.Uint32(v[4:]))
+			if kindFlag {
+				value = uint64(int64(int32(value)))
+			}
+			t.Values = append(t.Values, EnumValue{Value: value})
+			names = append(names, s.order.Uint32(v))
+		}
+	case KindEnum64:
+		for i := range vlen {
+			v := rest[12*i:]
+			value := uint64(s.order.Uint32(v[8:]))<<32 | uint64(s.order.Uint32(v[4:]))
+			t.Values = append(t.Values, EnumValue{Value: value})
+			names = append(names, s.order.Uint32(v))
+		}
+	}
+	for i, off := range names {
+		name, err := s.name(off)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case t.Members != nil:
+			t.Members[i].Name = string(name)
+		case t.Params != nil:
+			t.Params[i].Name = string(name)
+		default:
+			t.Values[i].Name = string(name)
+		}
+	}
+	return t, nil
+}
+
+// Underlying returns the type that id names once typedefs, qualifiers
+// (const, volatile, restrict) and type tags are looked through.
+func (s *Spec) Underlying(id ID) (*Type, error) {
+	for range len(s.starts) {
+		t, err := s.Type(id)
+		if err != nil {
+			return nil, err
+		}
+		switch t.Kind {
+		case KindTypedef, KindVolatile, KindConst, KindRestrict, KindTypeTag:
+			id = t.Ref
+			continue
+		}
+		return t, nil
+	}
+	return nil, fmt.Errorf("BTF type %d: typedefs in a cycle", id)
+}
