@@ -65,6 +65,9 @@ func runCalibration(ctx context.Context, src string, runs int) error {
 			return fmt.Errorf("kernel %s is not in test/vm's matrix", name)
 		}
 		k := vm.Matrix[i]
+		if !chosen(k) {
+			continue
+		}
 		bin, err := vm.BuildStatic(ctx, k, module, dir)
 		if err != nil {
 			return err

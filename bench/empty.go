@@ -51,6 +51,25 @@ func emptyPrograms(mechanism string, names []string) (map[string]*ebpf.Program, 
 	return progs, closeAll, nil
 }
 
+// emptyKprobeMulti loads one program that does nothing and attaches it to
+// every function of fns through one kprobe.multi link, as skbstat's rows
+// share one.
+func emptyKprobeMulti(fns []string) (*ebpf.Program, link.Link, error) {
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: "empty", Type: ebpf.Kprobe, AttachType: ebpf.AttachTraceKprobeMulti, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	l, err := link.KprobeMulti(p, link.KprobeMultiOptions{Symbols: fns})
+	if err != nil {
+		p.Close()
+		return nil, nil, err
+	}
+	return p, l, nil
+}
+
 // emptyProgram loads and attaches one empty program.
 func emptyProgram(mechanism, name string) (*ebpf.Program, link.Link, error) {
 	spec := &ebpf.ProgramSpec{
@@ -61,6 +80,10 @@ func emptyProgram(mechanism, name string) (*ebpf.Program, link.Link, error) {
 	switch mechanism {
 	case tpBTF:
 		spec.Type, spec.AttachType, spec.AttachTo = ebpf.Tracing, ebpf.AttachTraceRawTp, name
+	case "fentry":
+		spec.Type, spec.AttachType, spec.AttachTo = ebpf.Tracing, ebpf.AttachTraceFEntry, name
+	case "kprobe":
+		spec.Type = ebpf.Kprobe
 	case rawTP:
 		spec.Type = ebpf.RawTracepoint
 	case perfTP:
@@ -76,6 +99,10 @@ func emptyProgram(mechanism, name string) (*ebpf.Program, link.Link, error) {
 	switch mechanism {
 	case tpBTF:
 		l, err = link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachTraceRawTp})
+	case "fentry":
+		l, err = link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachTraceFEntry})
+	case "kprobe":
+		l, err = link.Kprobe(name, p, nil)
 	case rawTP:
 		l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: name, Program: p})
 	default:

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -153,6 +154,7 @@ func runGuest(ctx context.Context, runs, events, reps int) error {
 	for rep := range reps {
 		for j := range available {
 			m := available[(rep+j)%len(available)]
+			var served []string // the programs' labels: "skbstat_fn3: ip_output"
 			for _, f := range costFilters {
 				cmd := exec.CommandContext(ctx, "skbstat", costArgs(m, f.sport)...)
 				got, _, _, err := measure(ctx, cmd, "skbstat: tracing", byTarget, send)
@@ -162,8 +164,17 @@ func runGuest(ctx context.Context, runs, events, reps int) error {
 				for prog, c := range got {
 					emit(record{Kind: "cost", Mechanism: m, Filter: f.name, Program: prog,
 						Runs: c.runs, RuntimeNs: c.runtime.Nanoseconds()})
+					served = append(served, prog)
 				}
 				emit(record{Kind: "send", Mechanism: m, Filter: f.name, Seconds: took.Seconds()})
+			}
+			floor, err := emptyFloor(m, served, send)
+			if err != nil {
+				return fmt.Errorf("%s, empty programs: %w", m, err)
+			}
+			for label, c := range floor {
+				emit(record{Kind: "cost", Mechanism: m, Filter: emptyFilter, Program: label,
+					Runs: c.runs, RuntimeNs: c.runtime.Nanoseconds()})
 			}
 		}
 		if err := send(); err != nil {
@@ -172,6 +183,68 @@ func runGuest(ctx context.Context, runs, events, reps int) error {
 		emit(record{Kind: "send", Mechanism: "none", Seconds: took.Seconds()})
 	}
 	return nil
+}
+
+// emptyFilter is the per-event table's column of empty programs at the
+// same places.
+const emptyFilter = "empty"
+
+// emptyFloor measures, while send runs, a program that does nothing at each
+// place that skbstat's programs labelled served ran at: attached with m at
+// the functions (one kprobe.multi program for all of them, as skbstat's),
+// as tp_btf at the tracepoints, as skbstat attaches them. The floor is
+// mostly the statistics' own clock reads, and the mechanism's entry.
+func emptyFloor(m string, served []string, send func() error) (map[string]cost, error) {
+	var fns []string
+	tps := map[string]bool{}
+	for _, label := range served {
+		prog, targets, _ := strings.Cut(label, ": ")
+		for _, t := range strings.Fields(targets) {
+			switch {
+			case !strings.HasPrefix(prog, "skbstat_fn"): // a tracepoint's
+				tps[t] = true
+			case !slices.Contains(fns, t):
+				fns = append(fns, t)
+			}
+		}
+	}
+	progs := map[string]*ebpf.Program{}
+	var links []link.Link
+	defer func() {
+		for _, l := range links {
+			l.Close()
+		}
+		for _, p := range progs {
+			p.Close()
+		}
+	}()
+	add := func(label string, p *ebpf.Program, l link.Link, err error) error {
+		if err != nil {
+			return fmt.Errorf("%s: %w", label, err)
+		}
+		progs[label], links = p, append(links, l)
+		return nil
+	}
+	if m == "kprobe-multi" && len(fns) > 0 {
+		p, l, err := emptyKprobeMulti(fns)
+		if err := add("empty: "+strings.Join(fns, " "), p, l, err); err != nil {
+			return nil, err
+		}
+		fns = nil
+	}
+	for _, fn := range fns {
+		p, l, err := emptyProgram(m, fn)
+		if err := add("empty: "+fn, p, l, err); err != nil {
+			return nil, err
+		}
+	}
+	for tp := range tps {
+		p, l, err := emptyProgram(tpBTF, tp)
+		if err := add("empty: "+tp, p, l, err); err != nil {
+			return nil, err
+		}
+	}
+	return costWhile(progs, send)
 }
 
 // availableMechanisms are the mechanisms the kernel has; for each of the

@@ -55,12 +55,15 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/skbstat/skbstat/test/vm"
 )
 
 func main() {
@@ -77,8 +80,12 @@ func main() {
 	storm := flag.Bool("storm", false, "measure only the drop storm's capacity (with -per-event: and the per-event cost)")
 	datagrams := flag.Int("flood", 200000, "datagrams per drop-storm flood")
 	rounds := flag.Int("rounds", 5, "drop-storm rounds (every variant once each)")
+	only := flag.String("only", "", "with -memory or -calibration: the matrix kernels to measure, comma-separated (default: all)")
 	vmRuns := flag.Int("vm-runs", 5, "by default: full cycles per tool in the VM, and runs per kernel of the memory and calibration parts")
 	flag.Parse()
+	if *only != "" {
+		onlyKernels = strings.Split(*only, ",")
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var err error
@@ -102,6 +109,15 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+}
+
+// onlyKernels, where set, are the matrix kernels that -memory and
+// -calibration measure.
+var onlyKernels []string
+
+// chosen reports whether the VM parts measure matrix kernel k.
+func chosen(k vm.Kernel) bool {
+	return onlyKernels == nil || slices.Contains(onlyKernels, k.Name)
 }
 
 // tools are the built binaries under test, and GNU time, which measures

@@ -134,6 +134,9 @@ func runMemory(ctx context.Context, src string, runs int) error {
 	}
 	results := []memKernel{host}
 	for _, k := range vm.Matrix {
+		if !chosen(k) {
+			continue
+		}
 		r, err := vmMemory(ctx, k, dir, runs)
 		if err != nil {
 			return err

@@ -193,7 +193,7 @@ func printVMCosts(recs []record, events, reps int) {
 	var targets []string
 	var labels []string
 	for _, r := range recs {
-		if r.Kind == "cost" && !slices.Contains(labels, r.Program) {
+		if r.Kind == "cost" && r.Filter != emptyFilter && !slices.Contains(labels, r.Program) {
 			labels = append(labels, r.Program)
 		}
 	}
@@ -227,14 +227,18 @@ func printVMCosts(recs []record, events, reps int) {
 
 	fmt.Printf("## Per-event cost of a row (kernel BPF statistics, median of %d)\n\n", reps)
 	fmt.Printf("skbstat %s, while `traffic udp -n %d -src 127.0.0.1:5555 127.0.0.1:9999` sends to a listening socket; ", strings.Join(costArgs("M", "5555"), " "), events)
-	fmt.Println("reject: the same with -S 5556.")
+	fmt.Println("reject: the same with -S 5556; empty: a program that does nothing, at each of the same places, with the same mechanism (tracepoints: tp_btf), measured right after: the floor, mostly the statistics' own clock reads.")
 	fmt.Println("Cells: run_time_ns / run_cnt gained (ns per event), and run_cnt gained; * = one kprobe.multi program for all the functions marked so, its figures.")
 	fmt.Println()
 	header, rule := "| function or tracepoint |", "|---|"
 	ms := measured(recs)
+	filters := []string{emptyFilter}
+	for _, f := range costFilters {
+		filters = append(filters, f.name)
+	}
 	for _, m := range ms {
-		for _, f := range costFilters {
-			header += fmt.Sprintf(" %s, %s |", m, f.name)
+		for _, f := range filters {
+			header += fmt.Sprintf(" %s, %s |", m, f)
 			rule += "---|"
 		}
 	}
@@ -243,8 +247,8 @@ func printVMCosts(recs []record, events, reps int) {
 	for _, t := range targets {
 		line := "| " + t + " |"
 		for _, m := range ms {
-			for _, f := range costFilters {
-				c := cells[m+"/"+f.name+"/"+t]
+			for _, f := range filters {
+				c := cells[m+"/"+f+"/"+t]
 				if c == nil {
 					line += " - |"
 					continue

@@ -90,8 +90,7 @@ var ErrNotFound = rawbtf.ErrNotFound
 // errNoBTF is returned by lookups on a Layout that was not built from BTF.
 var errNoBTF = errors.New("layout has no BTF")
 
-// ErrNoKernelBTF is returned where a lookup needs the running kernel's BTF,
-// such as the kernel has none.
+// ErrNoKernelBTF is wrapped by Kernel's error where the kernel has no BTF.
 var ErrNoKernelBTF = errors.New("kernel has no BTF")
 
 // Kernel returns the running kernel's Layout from its BTF. The error wraps

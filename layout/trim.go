@@ -15,7 +15,7 @@ import (
 
 // A trimmed BTF file holds only what skbstat reads from a kernel's BTF, for
 // routers, whose flash has no room for the 3-6 MB of a whole vmlinux BTF:
-// unsigned long; the struct members that FromBTF, SockCommon and KprobeArg
+// unsigned long; the struct members that Kernel, SockCommon and KprobeArg
 // read, at their kernel offsets, in structs of the kernel's sizes; enum
 // skb_drop_reason; the btf_trace_<name> typedef of every tracepoint that
 // passes a struct sk_buff * (RawTracepoint's); the prototypes of the
@@ -23,7 +23,7 @@ import (
 // struct or union of the same name and size with no members, an enum
 // without values. FromFile reads it as it reads the whole.
 
-// trimmedMembers names, per struct, the members that FromBTF, SockCommon
+// trimmedMembers names, per struct, the members that Kernel, SockCommon
 // and KprobeArg read (a dotted name is a member of a named struct member).
 // TestTrimmedKernel fails where they disagree.
 var trimmedMembers = map[string][]string{

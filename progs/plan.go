@@ -29,8 +29,9 @@ func newPlan(cfg Config, tryMechanisms bool) (plan, error) {
 	if len(fns) == 0 || !tryMechanisms {
 		return p.withFunctions(cfg, fns)
 	}
-	// fentry is tried on a kernel test function with a tiny prototype, so
-	// that a kernel without fentry decodes little BTF.
+	// fentry is tried on a kernel test function that nothing else calls,
+	// where the kernel has it, so that the trial costs no real function a
+	// trampoline.
 	probeFn := "bpf_fentry_test1"
 	for i := 0; !cfg.Layout.HasFunc(probeFn); i++ {
 		if i == len(fns) {

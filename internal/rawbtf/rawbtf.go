@@ -125,7 +125,10 @@ type Spec struct {
 	typesAt int64
 	starts  []uint32
 	kinds   []Kind // by id-1
-	strings []byte
+	// strings is the string section, from which each name is read when a
+	// type is: it is as large as all the tables together, and a run reads
+	// a few hundred of its names.
+	strings window
 	// names is an open-addressing hash table of the IDs of named types.
 	names []ID
 	seed  maphash.Seed
@@ -226,67 +229,90 @@ func Open(r io.ReaderAt, size int64) (*Spec, error) {
 		hdrLen+typeOff+typeLen > size || hdrLen+strOff+strLen > size {
 		return nil, fmt.Errorf("BTF header: sections (types %d+%d, strings %d+%d) outside the %d bytes", typeOff, typeLen, strOff, strLen, size)
 	}
-	s.strings = make([]byte, strLen)
-	if _, err := r.ReadAt(s.strings, hdrLen+strOff); err != nil {
-		return nil, fmt.Errorf("BTF strings: %w", err)
-	}
-	if strLen == 0 || s.strings[0] != 0 || s.strings[strLen-1] != 0 {
+	var ends [2]byte
+	_, err0 := r.ReadAt(ends[:1], hdrLen+strOff)
+	_, err1 := r.ReadAt(ends[1:], hdrLen+strOff+strLen-1)
+	if strLen == 0 || err0 != nil || err1 != nil || ends != [2]byte{} {
 		return nil, errors.New("BTF strings: not a table of NUL-terminated strings")
 	}
 	s.typesAt = hdrLen + typeOff
-	if err := s.index(io.NewSectionReader(r, s.typesAt, typeLen)); err != nil {
+	strings := window{r: r, base: hdrLen + strOff, size: uint32(strLen), buf: make([]byte, 64<<10)}
+	if err := s.index(io.NewSectionReader(r, s.typesAt, typeLen), &strings); err != nil {
 		return nil, err
 	}
+	s.strings = window{r: r, base: strings.base, size: uint32(strLen), buf: make([]byte, 256)}
 	return s, nil
 }
 
-// index passes over the type section twice: to count the types, then to
-// note where each starts, its kind and its name's place in the hash table,
-// in tables made to size (a kernel's 150,000 types are 1.6 MB of them).
-func (s *Spec) index(types *io.SectionReader) error {
-	buf := make([]byte, 256<<10)
-	count, named := 0, 0
-	err := eachType(types, buf, s.order, func(_, _ uint32, nameOff uint32) error {
-		count++
+// index passes over the type section once, noting where each type starts
+// and its kind (a kernel's 150,000 types take 0.7 MB of tables). The names
+// of the named ones are then hashed in the order they are stored in, so
+// that the strings are read once, from start to end, through a window.
+func (s *Spec) index(types *io.SectionReader, strings *window) error {
+	// A kernel's types average 25 bytes: room for that many, so that the
+	// tables rarely grow.
+	estimate := types.Size()/24 + 1
+	s.starts = make([]uint32, 0, estimate+1)
+	s.kinds = make([]Kind, 0, estimate)
+	// byName holds each named type as its name's offset (high half) and
+	// its ID (low half).
+	byName := make([]uint64, 0, estimate)
+	err := eachType(types, make([]byte, 256<<10), s.order, func(at uint32, info uint32, nameOff uint32) error {
+		s.starts = append(s.starts, at)
+		s.kinds = append(s.kinds, Kind(info>>24&0x1f))
 		if nameOff != 0 {
-			named++
+			byName = append(byName, uint64(nameOff)<<32|uint64(len(s.kinds)))
 		}
 		return nil
 	})
+	s.starts = append(s.starts, uint32(types.Size()))
 	if err != nil {
 		return err
 	}
-	s.starts = make([]uint32, 0, count+1)
-	s.kinds = make([]Kind, 0, count)
+	sortByName(byName)
 	// At most two thirds full, so that probes stay short and end.
 	size := 1
-	for size <= named+named/2 {
+	for size <= len(byName)+len(byName)/2 {
 		size <<= 1
 	}
 	s.names = make([]ID, size)
 	mask := uint64(size - 1)
-	err = eachType(io.NewSectionReader(types, 0, types.Size()), buf, s.order, func(at uint32, info uint32, nameOff uint32) error {
-		if len(s.kinds) == count {
-			return errors.New("BTF types changed while read")
-		}
-		s.starts = append(s.starts, at)
-		s.kinds = append(s.kinds, Kind(info>>24&0x1f))
-		if nameOff == 0 {
-			return nil
-		}
-		name, err := s.name(nameOff)
+	for _, entry := range byName {
+		name, err := strings.stringAt(int64(entry >> 32))
 		if err != nil {
-			return fmt.Errorf("BTF type %d: %w", len(s.kinds), err)
+			return fmt.Errorf("BTF type %d: %w", uint32(entry), err)
 		}
-		for slot := maphash.Bytes(s.seed, name) & mask; ; slot = (slot + 1) & mask {
-			if s.names[slot] == 0 {
-				s.names[slot] = ID(len(s.kinds))
-				return nil
-			}
+		slot := maphash.Bytes(s.seed, name) & mask
+		for s.names[slot] != 0 {
+			slot = (slot + 1) & mask
 		}
-	})
-	s.starts = append(s.starts, uint32(types.Size()))
-	return err
+		s.names[slot] = ID(uint32(entry))
+	}
+	return nil
+}
+
+// sortByName sorts entries by their high half, a name's offset, with a
+// radix sort (two passes of 16 bits), which keeps entries of one name in ID
+// order.
+func sortByName(entries []uint64) {
+	tmp := make([]uint64, len(entries))
+	counts := make([]int, 1<<16)
+	for shift := 32; shift < 64; shift += 16 {
+		clear(counts)
+		for _, e := range entries {
+			counts[e>>shift&0xffff]++
+		}
+		total := 0
+		for i, c := range counts {
+			counts[i], total = total, total+c
+		}
+		for _, e := range entries {
+			d := e >> shift & 0xffff
+			tmp[counts[d]] = e
+			counts[d]++
+		}
+		copy(entries, tmp)
+	}
 }
 
 // eachType calls fn with the offset, the info word and the name offset of
@@ -330,25 +356,8 @@ type chunks struct {
 // has none left, io.ErrUnexpectedEOF where it has fewer.
 func (c *chunks) next(n int) ([]byte, error) {
 	if c.end-c.pos < n {
-		c.end = copy(c.buf, c.buf[c.pos:c.end])
-		c.pos = 0
-		if n > len(c.buf) {
-			c.buf = append(c.buf, make([]byte, n-len(c.buf))...)
-		}
-		for c.end < n && !c.eof {
-			m, err := c.r.Read(c.buf[c.end:])
-			c.end += m
-			if err == io.EOF {
-				c.eof = true
-			} else if err != nil {
-				return nil, err
-			}
-		}
-		switch {
-		case c.end == 0:
-			return nil, io.EOF
-		case c.end < n:
-			return nil, io.ErrUnexpectedEOF
+		if err := c.fill(n); err != nil {
+			return nil, err
 		}
 	}
 	b := c.buf[c.pos : c.pos+n]
@@ -356,30 +365,87 @@ func (c *chunks) next(n int) ([]byte, error) {
 	return b, nil
 }
 
+// fill moves the unread bytes to the start of the buffer and reads until
+// it holds n.
+func (c *chunks) fill(n int) error {
+	c.end = copy(c.buf, c.buf[c.pos:c.end])
+	c.pos = 0
+	if n > len(c.buf) {
+		c.buf = append(c.buf, make([]byte, n-len(c.buf))...)
+	}
+	for c.end < n && !c.eof {
+		m, err := c.r.Read(c.buf[c.end:])
+		c.end += m
+		if err == io.EOF {
+			c.eof = true
+		} else if err != nil {
+			return err
+		}
+	}
+	switch {
+	case c.end == 0:
+		return io.EOF
+	case c.end < n:
+		return io.ErrUnexpectedEOF
+	}
+	return nil
+}
+
+// trailing gives, per kind, the size of what follows struct btf_type: a
+// fixed part and a part per vlen entry; kinds it lacks are unknown.
+var trailing = [kindCount]struct{ fixed, perEntry uint8 }{
+	KindInt: {4, 0}, KindVar: {4, 0}, KindDeclTag: {4, 0}, KindArray: {12, 0},
+	KindStruct: {0, 12}, KindUnion: {0, 12}, KindDatasec: {0, 12}, KindEnum64: {0, 12},
+	KindEnum: {0, 8}, KindFuncProto: {0, 8},
+}
+
 // trailingSize is the size of what follows struct btf_type for kind.
 func trailingSize(kind Kind, vlen uint32) (uint32, error) {
-	switch kind {
-	case KindInt, KindVar, KindDeclTag:
-		return 4, nil
-	case KindArray:
-		return 12, nil
-	case KindStruct, KindUnion, KindDatasec, KindEnum64:
-		return 12 * vlen, nil
-	case KindEnum, KindFuncProto:
-		return 8 * vlen, nil
-	case KindPointer, KindForward, KindTypedef, KindVolatile, KindConst, KindRestrict, KindFunc, KindFloat, KindTypeTag:
-		return 0, nil
+	if kind == KindVoid || kind >= kindCount {
+		return 0, fmt.Errorf("unknown kind %d", kind)
 	}
-	return 0, fmt.Errorf("unknown kind %d", kind)
+	t := trailing[kind]
+	return uint32(t.fixed) + uint32(t.perEntry)*vlen, nil
+}
+
+// window reads NUL-terminated strings out of a section of r through a
+// buffer, which holds the bytes read last: reading strings in the order
+// they are stored in reads the section once.
+type window struct {
+	r     io.ReaderAt
+	base  int64  // where the section starts in r
+	size  uint32 // of the section, which ends in a NUL
+	buf   []byte
+	start int64 // the section offset of buf[0]
+	n     int   // bytes of buf read
+}
+
+// stringAt returns the string at section offset off, valid until the next call.
+func (w *window) stringAt(off int64) ([]byte, error) {
+	if off >= int64(w.size) {
+		return nil, fmt.Errorf("name at %d is outside the strings", off)
+	}
+	for {
+		if rel := off - w.start; rel >= 0 && rel < int64(w.n) {
+			if i := bytes.IndexByte(w.buf[rel:w.n], 0); i >= 0 {
+				return w.buf[rel : rel+int64(i)], nil
+			}
+			if rel == 0 { // longer than the buffer
+				w.buf = make([]byte, 2*len(w.buf))
+			}
+		}
+		n := min(int64(len(w.buf)), int64(w.size)-off)
+		if _, err := w.r.ReadAt(w.buf[:n], w.base+off); err != nil {
+			return nil, fmt.Errorf("name at %d: %w", off, err)
+		}
+		w.start, w.n = off, int(n)
+	}
 }
 
 // name is the string at off.
-func (s *Spec) name(off uint32) ([]byte, error) {
-	if off >= uint32(len(s.strings)) {
-		return nil, fmt.Errorf("name at %d is outside the strings", off)
-	}
-	end := bytes.IndexByte(s.strings[off:], 0)
-	return s.strings[off : off+uint32(end)], nil
+func (s *Spec) name(off uint32) (string, error) {
+	b, err := s.strings.stringAt(int64(off))
+	return string(b), err
 }
 
 // ByteOrder is the byte order the BTF is encoded in.
@@ -402,7 +468,7 @@ func (s *Spec) Named(name string, kind Kind) []ID {
 		if s.kinds[id-1] != kind {
 			continue
 		}
-		if t, err := s.Type(id); err == nil && t.Name == name {
+		if n, err := s.typeName(id); err == nil && n == name {
 			ids = append(ids, id)
 		}
 	}
@@ -419,6 +485,18 @@ func (s *Spec) OfKind(kind Kind) []ID {
 		}
 	}
 	return ids
+}
+
+// typeName is the name of type id, read without the rest of it.
+func (s *Spec) typeName(id ID) (string, error) {
+	if t, ok := s.decoded[id]; ok {
+		return t.Name, nil
+	}
+	var nameOff [4]byte
+	if _, err := s.r.ReadAt(nameOff[:], s.typesAt+int64(s.starts[id-1])); err != nil {
+		return "", fmt.Errorf("BTF type %d: %w", id, err)
+	}
+	return s.name(s.order.Uint32(nameOff[:]))
 }
 
 // One returns the one type of kind called name.
@@ -463,11 +541,10 @@ func (s *Spec) decode(id ID, raw []byte) (*Type, error) {
 	info := u32(4)
 	kindFlag, vlen := info>>31 == 1, int(info&0xffff)
 	t := &Type{ID: id, Kind: Kind(info >> 24 & 0x1f), KindFlag: kindFlag}
-	name, err := s.name(u32(0))
-	if err != nil {
+	var err error
+	if t.Name, err = s.name(u32(0)); err != nil {
 		return nil, err
 	}
-	t.Name = string(name)
 	sizeOrType := u32(8)
 	rest := raw[typeSize:]
 	var names []uint32
@@ -529,11 +606,11 @@ func (s *Spec) decode(id ID, raw []byte) (*Type, error) {
 		}
 		switch {
 		case t.Members != nil:
-			t.Members[i].Name = string(name)
+			t.Members[i].Name = name
 		case t.Params != nil:
-			t.Params[i].Name = string(name)
+			t.Params[i].Name = name
 		default:
-			t.Values[i].Name = string(name)
+			t.Values[i].Name = name
 		}
 	}
 	return t, nil

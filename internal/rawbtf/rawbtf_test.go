@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf/btf"
@@ -348,5 +351,43 @@ func TestOneName(t *testing.T) {
 	}
 	if got := s.Named("long", KindInt); got != nil {
 		t.Errorf("Named(long) = %v", got)
+	}
+}
+
+// TestELFFile opens BTF in the .BTF section of an ELF file, as a vmlinux
+// holds it, and refuses an ELF file without one. objcopy (binutils) puts
+// the section in.
+func TestELFFile(t *testing.T) {
+	objcopy, err := exec.LookPath("objcopy")
+	if err != nil {
+		t.Skipf("no objcopy to write an ELF file with: %v", err)
+	}
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "raw.btf")
+	if err := os.WriteFile(raw, marshal(t, binary.NativeEndian), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := filepath.Join(dir, "plain.elf")
+	withBTF := filepath.Join(dir, "vmlinux")
+	if out, err := exec.Command(objcopy, "--remove-section=.BTF", self, plain).CombinedOutput(); err != nil {
+		t.Fatalf("objcopy: %v: %s", err, out)
+	}
+	if out, err := exec.Command(objcopy, "--add-section", ".BTF="+raw, plain, withBTF).CombinedOutput(); err != nil {
+		t.Fatalf("objcopy: %v: %s", err, out)
+	}
+	s, err := File(withBTF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if skb, err := s.One("sk_buff", KindStruct); err != nil || len(skb.Members) != 3 {
+		t.Errorf("One(sk_buff) = %+v, %v; want the struct of 3 members", skb, err)
+	}
+	if _, err := File(plain); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), ".BTF section") {
+		t.Errorf("ELF without .BTF: error %v, want one saying so", err)
 	}
 }

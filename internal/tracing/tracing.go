@@ -50,7 +50,7 @@ type progLoadAttr struct {
 
 // logSize is the verifier log's buffer when a load is refused: skbstat's
 // programs are short, and the end of the log says why.
-const logSize = 1 << 20
+const logSize = 64 << 10
 
 // Load loads spec, a program of type ebpf.Tracing, to attach to the kernel
 // type target: for AttachTraceRawTp the typedef btf_trace_<tracepoint>, for
