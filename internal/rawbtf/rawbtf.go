@@ -257,7 +257,7 @@ func (s *Spec) index(types *io.SectionReader, strings *window) error {
 	// byName holds each named type as its name's offset (high half) and
 	// its ID (low half).
 	byName := make([]uint64, 0, estimate)
-	err := eachType(types, make([]byte, 256<<10), s.order, func(at uint32, info uint32, nameOff uint32) error {
+	err := eachType(types, make([]byte, 64<<10), s.order, func(at uint32, info uint32, nameOff uint32) error {
 		s.starts = append(s.starts, at)
 		s.kinds = append(s.kinds, Kind(info>>24&0x1f))
 		if nameOff != 0 {
@@ -292,26 +292,36 @@ func (s *Spec) index(types *io.SectionReader, strings *window) error {
 }
 
 // sortByName sorts entries by their high half, a name's offset, with a
-// radix sort (two passes of 16 bits), which keeps entries of one name in ID
-// order.
+// radix sort in digits of 11 bits, as many as the largest offset has, which
+// keeps entries of one name in ID order.
 func sortByName(entries []uint64) {
-	tmp := make([]uint64, len(entries))
-	counts := make([]int, 1<<16)
-	for shift := 32; shift < 64; shift += 16 {
-		clear(counts)
-		for _, e := range entries {
-			counts[e>>shift&0xffff]++
+	if len(entries) == 0 {
+		return
+	}
+	var largest uint64
+	for _, e := range entries {
+		largest = max(largest, e>>32)
+	}
+	sorted, tmp := entries, make([]uint64, len(entries))
+	for shift := 32; largest>>(shift-32) != 0; shift += 11 {
+		var counts [1 << 11]int
+		for _, e := range sorted {
+			counts[e>>shift&(1<<11-1)]++
 		}
 		total := 0
 		for i, c := range counts {
 			counts[i], total = total, total+c
 		}
-		for _, e := range entries {
-			d := e >> shift & 0xffff
+		for _, e := range sorted {
+			d := e >> shift & (1<<11 - 1)
 			tmp[counts[d]] = e
 			counts[d]++
 		}
-		copy(entries, tmp)
+		sorted, tmp = tmp, sorted
+	}
+	// An odd number of passes leaves them in the scratch copy.
+	if &sorted[0] != &entries[0] {
+		copy(entries, sorted)
 	}
 }
 

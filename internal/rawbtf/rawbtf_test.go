@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -390,4 +391,23 @@ func TestELFFile(t *testing.T) {
 	if _, err := File(plain); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), ".BTF section") {
 		t.Errorf("ELF without .BTF: error %v, want one saying so", err)
 	}
+}
+
+// TestSortByName sorts by name offsets of one, two and three digits: every
+// entry is kept, in offset order, and those of one offset in ID order.
+func TestSortByName(t *testing.T) {
+	for _, largest := range []uint64{0, 1 << 10, 1 << 21, 1 << 27} {
+		var entries []uint64
+		for id := uint64(1); id <= 5000; id++ {
+			off := (id * 7919) % (largest + 1)
+			entries = append(entries, off<<32|id)
+		}
+		want := slices.Clone(entries)
+		slices.Sort(want) // offset, then ID
+		sortByName(entries)
+		if !slices.Equal(entries, want) {
+			t.Errorf("largest offset %d: not sorted by offset, then ID", largest)
+		}
+	}
+	sortByName(nil)
 }
