@@ -267,6 +267,13 @@ func printVMCosts(recs []record, events, reps int) {
 		fmt.Println(line)
 	}
 	fmt.Println()
+	for _, m := range ms {
+		if !slices.ContainsFunc(recs, func(r record) bool {
+			return r.Kind == "cost" && r.Mechanism == m && r.Filter != emptyFilter && namesFunction(r.Program)
+		}) {
+			fmt.Printf("%s, match and reject: this kernel does not say which function a %s program's link is at (perf event link info came in Linux 6.6), so its figures are not placed by function.\n\n", m, m)
+		}
+	}
 }
 
 // printAttach prints skbstat's attach of the full set against bpftrace's
