@@ -151,13 +151,8 @@ const (
 // Kernel opens the running kernel's BTF. The error wraps os.ErrNotExist
 // where the kernel has none.
 func Kernel() (*Spec, error) {
-	f, err := os.Open(kernelPath)
+	f, info, err := openFile(kernelPath)
 	if err != nil {
-		return nil, err
-	}
-	info, err := f.Stat()
-	if err != nil {
-		f.Close()
 		return nil, err
 	}
 	// Since Linux 6.16 the kernel maps its BTF into the process rather
@@ -186,16 +181,25 @@ func (m munmap) Close() error { return unix.Munmap(m) }
 
 // File opens a BTF file: raw BTF, or an ELF (a vmlinux) with a .BTF section.
 func File(path string) (*Spec, error) {
-	f, err := os.Open(path)
+	f, info, err := openFile(path)
 	if err != nil {
 		return nil, err
+	}
+	return open(f, info.Size(), true)
+}
+
+// openFile opens path and says what size it is.
+func openFile(path string) (*os.File, os.FileInfo, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
 	}
 	info, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return open(f, info.Size(), true)
+	return f, info, nil
 }
 
 // open opens the BTF of size bytes in f, or in its .BTF section where it
