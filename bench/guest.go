@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"regexp"
@@ -224,40 +225,28 @@ func emptyFloor(m string, served []string, send func() error) (map[string]cost, 
 			}
 		}
 	}
-	progs := map[string]*ebpf.Program{}
-	var links []link.Link
-	defer func() {
-		for _, l := range links {
-			l.Close()
-		}
-		for _, p := range progs {
-			p.Close()
-		}
-	}()
-	add := func(label string, p *ebpf.Program, l link.Link, err error) error {
-		if err != nil {
-			return fmt.Errorf("%s: %w", label, err)
-		}
-		progs[label], links = p, append(links, l)
-		return nil
-	}
+	progs := map[string]*ebpf.Program{} // by label: "empty: ip_output"
 	if m == "kprobe-multi" && len(fns) > 0 {
 		p, l, err := emptyKprobeMulti(fns)
-		if err := add("empty: "+strings.Join(fns, " "), p, l, err); err != nil {
-			return nil, err
+		if err != nil {
+			return nil, fmt.Errorf("empty kprobe-multi program: %w", err)
 		}
+		defer p.Close()
+		defer l.Close()
+		progs["empty: "+strings.Join(fns, " ")] = p
 		fns = nil
 	}
-	for _, fn := range fns {
-		p, l, err := emptyProgram(m, fn)
-		if err := add("empty: "+fn, p, l, err); err != nil {
+	for _, at := range []struct {
+		mechanism string
+		names     []string
+	}{{m, fns}, {tpBTF, slices.Collect(maps.Keys(tps))}} {
+		byName, closeAll, err := emptyPrograms(at.mechanism, at.names)
+		if err != nil {
 			return nil, err
 		}
-	}
-	for tp := range tps {
-		p, l, err := emptyProgram(tpBTF, tp)
-		if err := add("empty: "+tp, p, l, err); err != nil {
-			return nil, err
+		defer closeAll()
+		for name, p := range byName {
+			progs["empty: "+name] = p
 		}
 	}
 	return costWhile(progs, send)
