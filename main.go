@@ -421,14 +421,16 @@ func action(c *cli.Context) error {
 
 	t := &tally{set: set, r: newRenderer(o.cfg, c.App.ErrWriter, o.format)}
 	// The layout's BTF has served the loading and the drop reasons' names:
-	// dropped and collected now, its memory serves the kernel's symbols,
-	// which stacks and locations print with, read in the background before
-	// the first interval prints, rather than adding to the peak.
+	// dropped and collected now, its memory serves what names the kernel's
+	// addresses for stacks and locations, made in the background before the
+	// first interval prints: the kernel's own naming, or, where it has none
+	// for BPF programs, the table of /proc/kallsyms, which would otherwise
+	// add to the peak.
 	o.cfg.Layout.ReleaseBTF()
 	if o.cfg.Drop || o.cfg.Consume {
 		go func() {
 			runtime.GC()
-			kallsyms.Shared()
+			kallsyms.Running()
 		}()
 	}
 	if o.listen != nil || o.textfile != "" {

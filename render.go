@@ -16,8 +16,8 @@ import (
 
 // renderer turns each interval's counts into output sections. It names the
 // drop reasons as it is made, so that the layout's BTF is not needed after
-// loading; the kernel's symbols are read in the background once the
-// programs are loaded (kallsyms.Shared).
+// loading; what names the kernel's addresses is made in the background once
+// the programs are loaded (kallsyms.Running).
 type renderer struct {
 	sections []progs.Section
 	warn     io.Writer
@@ -27,8 +27,11 @@ type renderer struct {
 	byLocation bool
 	since      time.Time // when the interval being counted began
 
-	syms    *kallsyms.Table
-	reasons map[uint32]string // with DROP: the names of drop reasons
+	syms kallsyms.Symbols
+	// namesFailed: the kernel failed to name an interval's addresses, as
+	// said once.
+	namesFailed bool
+	reasons     map[uint32]string // with DROP: the names of drop reasons
 	// frames is what the entries of the last interval printed: a stack
 	// that stops occurring is forgotten after one interval.
 	frames map[frameKey][]string
@@ -116,6 +119,7 @@ func (r *renderer) sectionsOf(c progs.Counts) []output.Section {
 		sec := bySection[row.Section]
 		sec.Rows = append(sec.Rows, output.Row{Name: row.Name, Rank: row.Rank, Count: row.Count})
 	}
+	r.learn(c.Stacks)
 	frames := make([][]string, len(c.Stacks))
 	if !r.byLocation {
 		frames = r.entryFrames(c.Stacks)
@@ -133,6 +137,29 @@ func (r *renderer) sectionsOf(c progs.Counts) []output.Section {
 		sec.Stacks = append(sec.Stacks, stack)
 	}
 	return out
+}
+
+// learn gives symbols that name addresses a batch at a time (the kernel's)
+// every address this interval names: the frames of the stacks not printed
+// in the last interval, and every location.
+func (r *renderer) learn(stacks []progs.StackCount) {
+	l, ok := r.symbols().(interface{ Learn([]uint64) error })
+	if !ok {
+		return
+	}
+	var addrs []uint64
+	for _, st := range stacks {
+		if st.Location != 0 {
+			addrs = append(addrs, st.Location)
+		}
+		if _, printed := r.frames[newFrameKey(st)]; !printed && !r.byLocation {
+			addrs = append(addrs, st.PCs...)
+		}
+	}
+	if err := l.Learn(addrs); err != nil && !r.namesFailed {
+		r.namesFailed = true
+		fmt.Fprintf(r.warn, "skbstat: warning: %v: the frames it could not name print as raw addresses\n", err)
+	}
 }
 
 // entryFrames returns the symbolized frames that each of an interval's
@@ -162,7 +189,7 @@ const minStack = 2
 // placeFrames returns the frames that name the place of an event: the kernel
 // stack pcs (leaf first) from the traced function down; where the kernel gave
 // no usable stack, the location alone; nothing where there is neither.
-func placeFrames(syms *kallsyms.Table, pcs []uint64, location uint64) []string {
+func placeFrames(syms kallsyms.Symbols, pcs []uint64, location uint64) []string {
 	if len(pcs) < minStack {
 		if location == 0 {
 			return nil
@@ -188,7 +215,7 @@ func placeFrames(syms *kallsyms.Table, pcs []uint64, location uint64) []string {
 // that location is in: the caller of the traced function, which passed its
 // return address as the location. ok is false where the location is
 // unknown, cannot be symbolized, or is in no frame.
-func callerFrame(syms *kallsyms.Table, pcs []uint64, location uint64) (int, bool) {
+func callerFrame(syms kallsyms.Symbols, pcs []uint64, location uint64) (int, bool) {
 	if location == 0 {
 		return 0, false
 	}
@@ -221,18 +248,19 @@ func isTracingFrame(frame string) bool {
 	return false
 }
 
-// symbols are the kernel's symbols (main starts reading them as it starts,
-// where stacks are asked for); without them, frames print as addresses.
-func (r *renderer) symbols() *kallsyms.Table {
+// symbols name the kernel's addresses (main has them made in the
+// background once tracing starts, where stacks are asked for); without
+// them, frames print as addresses.
+func (r *renderer) symbols() kallsyms.Symbols {
 	if r.syms != nil {
 		return r.syms
 	}
-	syms, err := kallsyms.Shared()
-	switch {
-	case err != nil:
+	syms, err := kallsyms.Running()
+	if err != nil {
 		fmt.Fprintf(r.warn, "skbstat: warning: %v: kernel stacks print as raw addresses\n", err)
 		syms = &kallsyms.Table{}
-	case syms.Restricted():
+	}
+	if t, ok := syms.(*kallsyms.Table); ok && t.Restricted() {
 		fmt.Fprintf(r.warn, "skbstat: warning: /proc/kallsyms hides the kernel's addresses (%s): kernel stacks print as raw addresses\n", kallsyms.HiddenBecause())
 	}
 	r.syms = syms

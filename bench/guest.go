@@ -361,7 +361,9 @@ func objects(ctx context.Context, m string) (record, error) {
 	return r, nil
 }
 
-// skbstatPrograms returns the IDs of the loaded programs named skbstat_*.
+// skbstatPrograms returns the IDs of the loaded programs named skbstat_*
+// that trace: not the one that names addresses for stacks (skbstat_names),
+// which is loaded in the background, sooner or later.
 func skbstatPrograms() (map[ebpf.ProgramID]bool, error) {
 	progs, err := loaded.Programs()
 	if err != nil {
@@ -369,7 +371,7 @@ func skbstatPrograms() (map[ebpf.ProgramID]bool, error) {
 	}
 	ids := map[ebpf.ProgramID]bool{}
 	for id, name := range progs {
-		if strings.HasPrefix(name, "skbstat_") {
+		if strings.HasPrefix(name, "skbstat_") && name != "skbstat_names" {
 			ids[id] = true
 		}
 	}

@@ -78,6 +78,7 @@ func main() {
 	memory := flag.Bool("memory", false, "measure skbstat's peak RSS in every kernel of the VM matrix and here instead")
 	perEvent := flag.Bool("per-event", false, "measure only the per-event cost (with -storm: and the drop storm)")
 	storm := flag.Bool("storm", false, "measure only the drop storm's capacity (with -per-event: and the per-event cost)")
+	cycles := flag.Bool("cycles", false, "measure only the binary sizes, the full cycles and start-up (with -per-event or -storm: and those)")
 	datagrams := flag.Int("flood", 200000, "datagrams per drop-storm flood")
 	rounds := flag.Int("rounds", 5, "drop-storm rounds (every variant once each)")
 	only := flag.String("only", "", "with -memory or -calibration: the matrix kernels to measure, comma-separated (default: all)")
@@ -99,7 +100,7 @@ func main() {
 	case *inVM:
 		err = runVM(ctx, *src, *vmKernel, *runs, *events, *reps)
 	default:
-		do := chosenParts(*perEvent, *storm)
+		do := chosenParts(*cycles, *perEvent, *storm)
 		err = run(ctx, *src, *runs, *events, *reps, stormSize{*datagrams, *rounds}, do)
 		if err == nil && do.vms {
 			err = runVMs(ctx, *src, *vmRuns)
@@ -132,11 +133,11 @@ type tools struct {
 type parts struct{ cycles, perEvent, storm, vms bool }
 
 // chosenParts are the parts the flags ask for alone, or by default all.
-func chosenParts(perEventOnly, stormOnly bool) parts {
-	if !perEventOnly && !stormOnly {
+func chosenParts(cyclesOnly, perEventOnly, stormOnly bool) parts {
+	if !cyclesOnly && !perEventOnly && !stormOnly {
 		return parts{cycles: true, perEvent: true, storm: true, vms: true}
 	}
-	return parts{perEvent: perEventOnly, storm: stormOnly}
+	return parts{cycles: cyclesOnly, perEvent: perEventOnly, storm: stormOnly}
 }
 
 // attachVMKernel is the VM in which the default run measures the

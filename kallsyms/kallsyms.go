@@ -1,7 +1,11 @@
 // Package kallsyms turns kernel text addresses into symbol names, and names
-// into addresses, using /proc/kallsyms.
+// into addresses.
 //
-// The file is read once. Only function symbols are kept (types t, T, w and
+// Names of addresses come from the running kernel itself where it can give
+// them to a BPF program (Kernel, Linux 5.14), else from /proc/kallsyms
+// (Table); Running chooses. Addresses of names come from Table only.
+//
+// /proc/kallsyms is read once. Only function symbols are kept (types t, T, w and
 // W, without the __pfx_ and __cfi_ preamble labels), in a compact form: one
 // sorted slice of addresses, one slice of name offsets and the names packed
 // in fixed-size byte chunks. There are no per-symbol allocations: a kernel
