@@ -61,7 +61,7 @@ type symbol struct {
 
 const (
 	// batch is how many addresses one run of the program names.
-	batch = 64
+	batch = 16
 	// slotSize holds the longest "%pS": a name of KSYM_NAME_LEN (512),
 	// "+0x" and "/0x" with 16 digits each, and " [module]" of
 	// MODULE_NAME_LEN (56).

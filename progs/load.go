@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 
 	"github.com/skbstat/skbstat/internal/tracing"
 )
@@ -63,16 +65,95 @@ func load(cfg Config, p plan, k *Kernel) (_ *Set, err error) {
 // attachAll attaches every probe: tracepoints first, then the kernel
 // functions, with the mechanisms the kernel does not lack (dead).
 func (s *Set) attachAll(cfg Config, dead map[Mechanism]error) {
-	var funcs []*probe
+	var points, funcs []*probe
 	for _, pr := range s.probes {
 		if pr.fn != nil {
 			funcs = append(funcs, pr)
+		} else {
+			points = append(points, pr)
+		}
+	}
+	s.attachTracepoints(points, cfg)
+	s.attachFunctions(funcs, cfg, dead)
+}
+
+// attachTracepoints attaches each tracepoint probe with the first of its
+// hooks that loads and attaches. The probes' programs load and attach at
+// once, in rounds: first hooks, then the next hook of each probe whose hook
+// failed. The verifier and the kernel's patching of the tracepoint are most
+// of the time, and each probe's is its own; what reads the layout (a hook's
+// resolving, its program's generating) runs one probe at a time.
+func (s *Set) attachTracepoints(ps []*probe, cfg Config) {
+	tries := make([]tracepointTry, len(ps))
+	pending := make([]*tracepointTry, len(ps))
+	for i, p := range ps {
+		tries[i].p = p
+		pending[i] = &tries[i]
+	}
+	for len(pending) > 0 {
+		var ready []*tracepointTry
+		for _, t := range pending {
+			if t.prepareNext(s, cfg) {
+				ready = append(ready, t)
+			}
+		}
+		var wg sync.WaitGroup
+		for _, t := range ready {
+			wg.Go(func() { t.loaded, t.err = loadAndAttach(t.p, t.h, t.spec) })
+		}
+		wg.Wait()
+		pending = pending[:0]
+		for _, t := range ready {
+			if t.err != nil {
+				t.errs = append(t.errs, fmt.Errorf("%s: %w", t.h.mechanism(), t.err))
+				pending = append(pending, t)
+			}
+		}
+	}
+	for _, t := range tries {
+		if t.err != nil || t.spec == nil {
+			s.record(Attachment{Section: t.p.section, Probe: t.p.name, Err: t.errs})
 			continue
 		}
-		mech, err := s.attach(pr, cfg)
-		s.record(Attachment{Section: pr.section, Probe: pr.name, Mechanism: mech, Err: err})
+		s.keep(t.loaded)
+		s.record(Attachment{Section: t.p.section, Probe: t.p.name, Mechanism: t.h.mechanism()})
 	}
-	s.attachFunctions(funcs, cfg, dead)
+}
+
+// tracepointTry is where attaching one tracepoint probe stands: why each
+// hook tried failed, the next to try, and the last one prepared, its
+// outcome.
+type tracepointTry struct {
+	p      *probe
+	errs   attempts
+	next   int // of p.hooks
+	h      hook
+	spec   *ebpf.ProgramSpec // nil until a hook is prepared
+	loaded loadedProbe
+	err    error // why h did not load or attach
+}
+
+// prepareNext resolves the probe's hooks from the next on and prepares the
+// program of the first that resolves; false where none is left.
+func (t *tracepointTry) prepareNext(s *Set, cfg Config) bool {
+	t.spec = nil
+	for t.next < len(t.p.hooks) {
+		resolve := t.p.hooks[t.next]
+		t.next++
+		h, err := resolve()
+		if err != nil {
+			t.errs = append(t.errs, err)
+			continue
+		}
+		spec, err := s.programSpec(t.p, h, cfg)
+		if err != nil {
+			t.errs = append(t.errs, fmt.Errorf("%s: %w", h.mechanism(), err))
+			continue
+		}
+		t.h, t.spec, t.err = h, spec, nil
+		return true
+	}
+	return false
 }
 
 // enough fails where what was attached is not what cfg may run with: a
@@ -107,25 +188,6 @@ func (s *Set) record(a Attachment) {
 	}
 }
 
-// attach tries a tracepoint probe's hooks in order and keeps the first that loads and
-// attaches.
-func (s *Set) attach(p *probe, cfg Config) (mechanism string, err error) {
-	var errs attempts
-	for _, resolve := range p.hooks {
-		h, err := resolve()
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if err := s.attachHook(p, h, cfg); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", h.mechanism(), err))
-			continue
-		}
-		return h.mechanism(), nil
-	}
-	return "", errs
-}
-
 // errNests refuses a hook whose program could start on a CPU in the middle
 // of another program's plain add.
 var errNests = errors.New("its programs can start while another program runs on the CPU, and this kernel's JIT has no atomic add to count exactly there")
@@ -144,44 +206,82 @@ func (a attempts) Error() string {
 
 func (a attempts) Unwrap() []error { return a }
 
+// attachHook loads and attaches probe p's program at hook h.
 func (s *Set) attachHook(p *probe, h hook, cfg Config) error {
+	spec, err := s.programSpec(p, h, cfg)
+	if err != nil {
+		return err
+	}
+	loaded, err := loadAndAttach(p, h, spec)
+	if err != nil {
+		return err
+	}
+	s.keep(loaded)
+	return nil
+}
+
+// programSpec generates probe p's program for hook h, with the Set's maps.
+func (s *Set) programSpec(p *probe, h hook, cfg Config) (*ebpf.ProgramSpec, error) {
 	if cfg.update == plainAdd && h.nests() {
-		return errNests
+		return nil, errNests
 	}
 	g, err := program(p, h, cfg, s.rows)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	insns := g.insns
 	for name, m := range s.maps {
 		if err := insns.AssociateMap(name, m); err != nil && !errors.Is(err, asm.ErrUnreferencedSymbol) {
-			return err
+			return nil, err
 		}
 	}
 	spec := &ebpf.ProgramSpec{Name: p.prog, Instructions: insns, License: "GPL"}
 	h.configure(spec)
+	return spec, nil
+}
+
+// loadedProbe is a probe's program in the kernel, attached, with what
+// counts the runs the kernel skipped.
+type loadedProbe struct {
+	prog        *ebpf.Program
+	link        link.Link
+	missed      []*missCounter
+	dropReasons bool // a DROP program that counts by drop reason
+}
+
+// loadAndAttach loads spec, probe p's program for hook h, and attaches it. It
+// keeps nothing of the Set's: probes load at the same time.
+func loadAndAttach(p *probe, h hook, spec *ebpf.ProgramSpec) (loadedProbe, error) {
 	prog, err := loadProgram(spec, h.target())
 	if err != nil {
-		return fmt.Errorf("load: %w", err)
+		return loadedProbe{}, fmt.Errorf("load: %w", err)
 	}
 	l, err := h.attach(prog)
 	if err != nil {
 		prog.Close()
-		return fmt.Errorf("attach: %w", err)
+		return loadedProbe{}, fmt.Errorf("attach: %w", err)
 	}
 	missed, err := missCounters(p.section, prog, l)
 	if err != nil {
 		l.Close()
 		prog.Close()
-		return err
+		return loadedProbe{}, err
 	}
-	s.progs = append(s.progs, prog)
-	s.links = append(s.links, l)
-	s.missed = append(s.missed, missed...)
+	loaded := loadedProbe{prog: prog, link: l, missed: missed}
 	if p.section == Drop {
-		_, s.dropReasons = h.loadReason(asm.R1)
+		_, loaded.dropReasons = h.loadReason(asm.R1)
 	}
-	return nil
+	return loaded, nil
+}
+
+// keep makes a loaded probe the Set's, to read, detach and close.
+func (s *Set) keep(lp loadedProbe) {
+	s.progs = append(s.progs, lp.prog)
+	s.links = append(s.links, lp.link)
+	s.missed = append(s.missed, lp.missed...)
+	if lp.dropReasons {
+		s.dropReasons = true
+	}
 }
 
 // loadProgram loads spec. A tracing program (tp_btf, fentry) is loaded
