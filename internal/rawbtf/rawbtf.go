@@ -160,7 +160,7 @@ func Kernel() (*Spec, error) {
 	// mapping is of the kernel's own pages, which count in no RSS.
 	if mapped, err := unix.Mmap(int(f.Fd()), 0, int(info.Size()), unix.PROT_READ, unix.MAP_PRIVATE); err == nil {
 		f.Close()
-		s, err := Open(bytes.NewReader(mapped), info.Size())
+		s, err := Open(inMemory(mapped), info.Size())
 		if err != nil {
 			unix.Munmap(mapped)
 			return nil, err
@@ -173,6 +173,14 @@ func Kernel() (*Spec, error) {
 
 // kernelPath is where the running kernel exposes its BTF.
 const kernelPath = "/sys/kernel/btf/vmlinux"
+
+// inMemory is BTF in memory (mapped, or a compressed section's data),
+// whose strings are read in place.
+type inMemory []byte
+
+func (m inMemory) ReadAt(p []byte, off int64) (int, error) {
+	return bytes.NewReader(m).ReadAt(p, off)
+}
 
 // munmap unmaps a mapping when closed.
 type munmap []byte
@@ -237,7 +245,7 @@ func elfSection(f *os.File) (io.ReaderAt, int64, error) {
 		if err != nil {
 			return nil, 0, fmt.Errorf("ELF section .BTF: %w", err)
 		}
-		return bytes.NewReader(data), int64(len(data)), nil
+		return inMemory(data), int64(len(data)), nil
 	}
 	return sec.ReaderAt, int64(sec.Size), nil
 }
@@ -274,18 +282,19 @@ func Open(r io.ReaderAt, size int64) (*Spec, error) {
 		return nil, errors.New("BTF strings: not a table of NUL-terminated strings")
 	}
 	s.typesAt = hdrLen + typeOff
-	strings := window{r: r, base: hdrLen + strOff, size: uint32(strLen), buf: make([]byte, 64<<10)}
+	strings := newWindow(r, hdrLen+strOff, uint32(strLen), 64<<10)
 	if err := s.index(io.NewSectionReader(r, s.typesAt, typeLen), &strings); err != nil {
 		return nil, err
 	}
-	s.strings = window{r: r, base: strings.base, size: uint32(strLen), buf: make([]byte, 256)}
+	s.strings = newWindow(r, strings.base, strings.size, 256)
 	return s, nil
 }
 
 // index passes over the type section once, noting where each type starts
 // and its kind (a kernel's 150,000 types take 0.7 MB of tables). The names
-// of the named ones are then hashed in the order they are stored in, so
-// that the strings are read once, from start to end, through a window.
+// of the named ones are then hashed: in the order they are stored in, so
+// that the strings are read once, from start to end, through a window, or,
+// where they are in memory, in the order of the types.
 func (s *Spec) index(types *io.SectionReader, strings *window) error {
 	// A kernel's types average 25 bytes: room for that many, so that the
 	// tables rarely grow.
@@ -307,7 +316,9 @@ func (s *Spec) index(types *io.SectionReader, strings *window) error {
 	if err != nil {
 		return err
 	}
-	sortByName(byName)
+	if strings.held == nil {
+		sortByName(byName)
+	}
 	// At most two thirds full, so that probes stay short and end.
 	size := 1
 	for size <= len(byName)+len(byName)/2 {
@@ -471,12 +482,27 @@ type window struct {
 	buf   []byte
 	start int64 // the section offset of buf[0]
 	n     int   // bytes of buf read
+	// held is the section where r holds it in memory: strings are read
+	// from it in place, and buf is not used.
+	held []byte
+}
+
+// newWindow reads the strings of the section of size bytes at base in r
+// through a buffer of bufSize, or in place where r holds them in memory.
+func newWindow(r io.ReaderAt, base int64, size uint32, bufSize int) window {
+	if m, ok := r.(inMemory); ok {
+		return window{r: r, base: base, size: size, held: m[base : base+int64(size)]}
+	}
+	return window{r: r, base: base, size: size, buf: make([]byte, bufSize)}
 }
 
 // stringAt returns the string at section offset off, valid until the next call.
 func (w *window) stringAt(off int64) ([]byte, error) {
 	if off >= int64(w.size) {
 		return nil, fmt.Errorf("name at %d is outside the strings", off)
+	}
+	if w.held != nil {
+		return w.held[off : off+int64(bytes.IndexByte(w.held[off:], 0))], nil // the section ends in a NUL
 	}
 	for {
 		if rel := off - w.start; rel >= 0 && rel < int64(w.n) {

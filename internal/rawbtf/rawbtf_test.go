@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -150,22 +151,40 @@ func same(t *testing.T, spec *btf.Spec, ours *Type, theirs btf.Type) {
 	}
 }
 
+// readers are the two ways Open reads BTF: through buffers, or in place,
+// where it is in memory.
+var readers = map[string]func([]byte) io.ReaderAt{
+	"read":      func(b []byte) io.ReaderAt { return bytes.NewReader(b) },
+	"in memory": func(b []byte) io.ReaderAt { return inMemory(b) },
+}
+
 // TestKernelMatchesCilium reads every type of the running kernel's BTF and
 // compares it with cilium/ebpf's decoding, and finds each named one by its
-// name.
+// name, the BTF read both ways.
 func TestKernelMatchesCilium(t *testing.T) {
-	ours, err := Kernel()
+	raw, err := os.ReadFile(kernelPath)
 	if errors.Is(err, os.ErrNotExist) {
 		t.Skipf("kernel has no BTF: %v", err)
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ours.Close()
 	theirs, err := btf.LoadKernelSpec()
 	if err != nil {
 		t.Fatal(err)
 	}
+	for how, reader := range readers {
+		t.Run(how, func(t *testing.T) {
+			ours, err := Open(reader(raw), int64(len(raw)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			matchesCilium(t, ours, theirs)
+		})
+	}
+}
+
+func matchesCilium(t *testing.T, ours *Spec, theirs *btf.Spec) {
 	n := 0
 	for typ, err := range theirs.All() {
 		if err != nil {
@@ -242,9 +261,15 @@ func marshal(t testing.TB, order binary.ByteOrder) []byte {
 // TestByteOrders reads the same BTF in both byte orders, as cilium/ebpf
 // decodes it.
 func TestByteOrders(t *testing.T) {
+	for how, reader := range readers {
+		t.Run(how, func(t *testing.T) { byteOrders(t, reader) })
+	}
+}
+
+func byteOrders(t *testing.T, reader func([]byte) io.ReaderAt) {
 	for _, order := range []binary.ByteOrder{binary.LittleEndian, binary.BigEndian} {
 		raw := marshal(t, order)
-		ours, err := Open(bytes.NewReader(raw), int64(len(raw)))
+		ours, err := Open(reader(raw), int64(len(raw)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -306,8 +331,10 @@ func TestCorrupt(t *testing.T) {
 		"version 2":          append([]byte{good[0], good[1], 2}, good[3:]...),
 		"header longer than": set(4, uint32(len(good))),
 	} {
-		if _, err := Open(bytes.NewReader(raw), int64(len(raw))); err == nil {
-			t.Errorf("%s: opened", name)
+		for how, reader := range readers {
+			if _, err := Open(reader(raw), int64(len(raw))); err == nil {
+				t.Errorf("%s, %s: opened", name, how)
+			}
 		}
 	}
 }
