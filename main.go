@@ -432,6 +432,9 @@ func action(c *cli.Context) error {
 			runtime.GC()
 			kallsyms.Running()
 		}()
+		if o.verbose {
+			defer reportNaming(c.App.ErrWriter)
+		}
 	}
 	if o.listen != nil || o.textfile != "" {
 		t.metrics = newMetrics(o, set)
@@ -553,6 +556,20 @@ func report(w io.Writer, set *progs.Set, verbose bool, started time.Duration) {
 	if verbose {
 		fmt.Fprintf(w, "skbstat: tracing %d probes, %v after start; Ctrl-C to end\n", len(set.Attached), started.Round(100*time.Microsecond))
 	}
+}
+
+// reportNaming says what named the kernel's addresses in stacks and
+// locations, and why not the kernel itself where it did not. Where nothing
+// could, the first interval with a stack said so.
+func reportNaming(w io.Writer) {
+	if _, err := kallsyms.Running(); err != nil {
+		return
+	}
+	if err := kallsyms.NotByKernel(); err != nil {
+		fmt.Fprintf(w, "skbstat: stack frames: named from %s (%v)\n", kallsyms.Path, err)
+		return
+	}
+	fmt.Fprintf(w, "skbstat: stack frames: named by the kernel (bpf_snprintf's %s, in a syscall program)\n", "%pS")
 }
 
 // reportPeak says skbstat's peak RSS, VmHWM of its own memory: wait4's

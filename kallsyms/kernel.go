@@ -28,17 +28,30 @@ type Symbols interface {
 // Running returns what names the running kernel's addresses, chosen by the
 // first call, which the others wait for: the kernel itself where it can
 // name them for a BPF program (Kernel), else /proc/kallsyms (Shared).
-var Running = sync.OnceValues(func() (Symbols, error) {
-	k, kerr := OpenKernel()
-	if kerr == nil {
-		return k, nil
-	}
-	t, err := Shared()
-	if err != nil {
-		return nil, fmt.Errorf("%w; %w", kerr, err)
-	}
-	return t, nil
-})
+func Running() (Symbols, error) { return running() }
+
+// NotByKernel says why the kernel does not name Running's addresses (nil
+// where it does).
+func NotByKernel() error {
+	running()
+	return notByKernel
+}
+
+var (
+	running = sync.OnceValues(func() (Symbols, error) {
+		k, err := OpenKernel()
+		if err == nil {
+			return k, nil
+		}
+		notByKernel = err
+		t, err := Shared()
+		if err != nil {
+			return nil, fmt.Errorf("%w; %w", notByKernel, err)
+		}
+		return t, nil
+	})
+	notByKernel error // set by running, before it returns
+)
 
 // Kernel names kernel text addresses by asking the running kernel: a BPF
 // program formats each with bpf_snprintf's "%pS", the kernel's own lookup,

@@ -332,6 +332,19 @@ func checkKernel(t *testing.T, k vm.Kernel, console string) {
 	checkLayoutSource(t, k, console, runs["drop"].stderr)
 	checkTracepointHooks(t, k, runs)
 	checkAllocation(t, kernel, runs["drop"].stderr)
+	checkNaming(t, kernel, runs["drop"].stderr)
+}
+
+// checkNaming checks what named the frames of the stacks: the kernel
+// itself since Linux 5.14 (syscall programs), /proc/kallsyms before.
+func checkNaming(t *testing.T, kernel, stderr string) {
+	want := "skbstat: stack frames: named by the kernel ("
+	if strings.HasPrefix(kernel, "5.10") {
+		want = "skbstat: stack frames: named from /proc/kallsyms ("
+	}
+	if !strings.Contains(stderr, want) {
+		t.Errorf("no %q in\n%s", want, stderr)
+	}
 }
 
 // preallocating are the kernels of the matrix that must preallocate the
