@@ -61,12 +61,31 @@ var Shared = sync.OnceValues(Load)
 
 // Load reads the running kernel's symbols from /proc/kallsyms.
 func Load() (*Table, error) {
+	return load(nil)
+}
+
+// LoadFunctions reads from /proc/kallsyms only the symbols of the functions
+// names and of their compiler's copies: what Address and Clones need for
+// them, without a table of every symbol (3.3 MB on Debian's 6.12).
+func LoadFunctions(names []string) (*Table, error) {
+	wanted := make(map[string]bool, len(names))
+	for _, n := range names {
+		wanted[n] = true
+	}
+	return load(func(name []byte) bool {
+		base, _, _ := bytes.Cut(name, []byte{'.'}) // "ip_rcv.isra.0": ip_rcv's
+		return wanted[string(base)]
+	})
+}
+
+// load reads the symbols of /proc/kallsyms that keep keeps (nil: all).
+func load(keep func(name []byte) bool) (*Table, error) {
 	f, err := os.Open(Path)
 	if err != nil {
 		return nil, fmt.Errorf("kallsyms: %w", err)
 	}
 	defer f.Close()
-	t, err := Parse(f)
+	t, err := parse(f, keep)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", Path, err)
 	}
@@ -81,7 +100,12 @@ func Load() (*Table, error) {
 // Symbols other than text symbols are ignored. A reader without any text
 // symbol is an error.
 func Parse(r io.Reader) (*Table, error) {
-	var b builder
+	return parse(r, nil)
+}
+
+// parse is Parse, keeping only the symbols that keep keeps (nil: all).
+func parse(r io.Reader, keep func(name []byte) bool) (*Table, error) {
+	b := builder{keep: keep}
 	// A line that fits the reader's buffer fits a chunk of names.
 	br := bufio.NewReaderSize(r, chunkSize)
 	for lineNo := 1; ; lineNo++ {
@@ -96,12 +120,12 @@ func Parse(r io.Reader) (*Table, error) {
 			return nil, fmt.Errorf("line %d: %q: %w", lineNo, line, err)
 		}
 	}
-	if len(b.names) == 0 {
+	if b.text == 0 {
 		return nil, errors.New("no text symbols")
 	}
 
 	t := &Table{addrs: b.addrs.flat(), offs: b.offs.flat(), names: b.names}
-	t.restricted = !slices.ContainsFunc(t.addrs, func(a uint64) bool { return a != 0 })
+	t.restricted = len(t.addrs) > 0 && !slices.ContainsFunc(t.addrs, func(a uint64) bool { return a != 0 })
 	// The kernel lists its own symbols sorted, module symbols are not.
 	// Offsets grow in file order, so sorting by (address, offset) keeps
 	// aliases in file order.
@@ -113,6 +137,8 @@ func Parse(r io.Reader) (*Table, error) {
 
 // builder collects a Table's symbols while Parse reads them.
 type builder struct {
+	keep  func(name []byte) bool // nil: every symbol
+	text  int                    // text symbols read, kept or not
 	addrs blocks[uint64]
 	offs  blocks[uint32]
 	names [][]byte
@@ -139,6 +165,9 @@ func (b *builder) addLine(line []byte) error {
 		return errors.New("bad symbol name")
 	}
 	if isPreamble(name) {
+		return nil
+	}
+	if b.text++; b.keep != nil && !b.keep(name) {
 		return nil
 	}
 	module = bytes.TrimSuffix(bytes.TrimPrefix(module, []byte{'['}), []byte{']'})

@@ -312,6 +312,49 @@ func TestLoad(t *testing.T) {
 	t.Fatal("neither sk_skb_reason_drop nor kfree_skb_reason in " + Path)
 }
 
+// TestLoadFunctions checks that the table of a few functions answers
+// Address and Clones for them as the table of every symbol does, and holds
+// little else.
+func TestLoadFunctions(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: /proc/kallsyms shows zero addresses to others")
+	}
+	all, err := Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"ip_rcv", "kfree_skb_reason", "sk_skb_reason_drop", "no_such_function_xyz"}
+	// A function with a compiler's copy, and one that is only a copy.
+	for i := range all.addrs {
+		name, _ := all.entry(all.offs[i])
+		base, suffix, ok := strings.Cut(string(name), ".")
+		if ok && isCloneSuffix("."+suffix) && !slices.Contains(names, base) {
+			names = append(names, base)
+			if len(names) == 8 {
+				break
+			}
+		}
+	}
+	few, err := LoadFunctions(names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range names {
+		gotAddr, gotOK := few.Address(name)
+		wantAddr, wantOK := all.Address(name)
+		if gotAddr != wantAddr || gotOK != wantOK {
+			t.Errorf("Address(%s) = %#x, %v; from every symbol %#x, %v", name, gotAddr, gotOK, wantAddr, wantOK)
+		}
+		if got, want := few.Clones(name), all.Clones(name); !slices.Equal(got, want) {
+			t.Errorf("Clones(%s) = %q; from every symbol %q", name, got, want)
+		}
+	}
+	if len(few.addrs) > 16*len(names) {
+		t.Errorf("%d symbols held for %d functions", len(few.addrs), len(names))
+	}
+	t.Logf("%d of %d symbols held for %q", len(few.addrs), len(all.addrs), names)
+}
+
 // textSymbolAddress finds "ADDR T name" or "ADDR t name" in the text of
 // /proc/kallsyms.
 func textSymbolAddress(text []byte, name string) (string, bool) {

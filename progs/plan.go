@@ -58,7 +58,11 @@ func (p plan) withFunctions(cfg Config, fns []kernelFunc) (plan, error) {
 	if len(fns) == 0 {
 		return p, nil
 	}
-	syms, err := kallsyms.Shared()
+	names := make([]string, len(fns))
+	for i, k := range fns {
+		names[i] = k.name
+	}
+	syms, err := kallsyms.LoadFunctions(names)
 	if err != nil {
 		return p, fmt.Errorf("kernel functions: %w", err)
 	}
