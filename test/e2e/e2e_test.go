@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -323,8 +324,11 @@ func TestBadInput(t *testing.T) {
 		{[]string{"--folded", "--input"}, "--folded: prints DROP and CONSUME stacks only: not with --input, --output or -f"},
 		{[]string{"--folded", "--no_drop", "--output"}, "--folded: prints DROP and CONSUME stacks only"},
 	} {
-		cmd := exec.Command(skbstatBin, c.args...)
+		// Bad input exits at once; a run that traces instead is ended.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		cmd := exec.CommandContext(ctx, skbstatBin, c.args...)
 		out, err := cmd.CombinedOutput()
+		cancel()
 		if code := cmd.ProcessState.ExitCode(); code != 2 {
 			t.Errorf("skbstat %s: exit %d (%v), want 2; output %q", strings.Join(c.args, " "), code, err, out)
 			continue
@@ -338,6 +342,7 @@ func TestBadInput(t *testing.T) {
 
 var busy struct {
 	once sync.Once
+	ln   net.Listener // held: a listener no longer referenced is closed when collected
 	addr string
 }
 
@@ -349,7 +354,7 @@ func busyAddr(t *testing.T) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		busy.addr = ln.Addr().String()
+		busy.ln, busy.addr = ln, ln.Addr().String()
 	})
 	return busy.addr
 }
