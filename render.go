@@ -139,12 +139,11 @@ func (r *renderer) sectionsOf(c progs.Counts) []output.Section {
 	return out
 }
 
-// learn gives symbols that name addresses a batch at a time (the kernel's)
-// every address this interval names: the frames of the stacks not printed
-// in the last interval, and every location.
+// learn tells the symbols every address this interval names: the frames of
+// the stacks not printed in the last interval, and every location. An
+// interval without stacks names nothing, and does not wait for the symbols.
 func (r *renderer) learn(stacks []progs.StackCount) {
-	l, ok := r.symbols().(interface{ Learn([]uint64) error })
-	if !ok {
+	if len(stacks) == 0 {
 		return
 	}
 	var addrs []uint64
@@ -156,7 +155,7 @@ func (r *renderer) learn(stacks []progs.StackCount) {
 			addrs = append(addrs, st.PCs...)
 		}
 	}
-	if err := l.Learn(addrs); err != nil && !r.namesFailed {
+	if err := r.symbols().Learn(addrs); err != nil && !r.namesFailed {
 		r.namesFailed = true
 		fmt.Fprintf(r.warn, "skbstat: warning: %v: the frames it could not name print as raw addresses\n", err)
 	}

@@ -14,8 +14,13 @@ import (
 )
 
 // Symbols names kernel text addresses: the running kernel itself (Kernel),
-// or a table of /proc/kallsyms (Table).
+// or a table of /proc/kallsyms (Table). Neither is safe for concurrent use
+// (Kernel remembers what it named).
 type Symbols interface {
+	// Learn is told every address that will be named until the next
+	// Learn, before they are: Kernel names them a batch at a time and
+	// forgets the others; Table holds every symbol already.
+	Learn(addrs []uint64) error
 	// Symbolize names addr as "sym+0xoff", or "sym+0xoff [module]" for a
 	// module's symbol; "0x..." where no symbol holds it.
 	Symbolize(addr uint64) string
