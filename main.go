@@ -22,6 +22,7 @@ import (
 
 	"github.com/skbstat/skbstat/filter"
 	"github.com/skbstat/skbstat/internal/lab"
+	_ "github.com/skbstat/skbstat/internal/nothp"
 	"github.com/skbstat/skbstat/kallsyms"
 	"github.com/skbstat/skbstat/layout"
 	"github.com/skbstat/skbstat/metrics"
