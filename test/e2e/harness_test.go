@@ -239,7 +239,26 @@ func startCommand(t *testing.T, argv []string) *run {
 		time.Sleep(10 * time.Millisecond)
 	}
 	checkTracepointMechanism(t, r.stderr.String())
+	checkNoHugePages(t, r.cmd.Process.Pid)
 	return r
+}
+
+// checkNoHugePages fails unless skbstat turned transparent huge pages off
+// for itself (internal/nothp), as its peak RSS in THP-always kernels needs.
+func checkNoHugePages(t *testing.T, pid int) {
+	t.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^THP_enabled:\s*(\d+)$`).FindSubmatch(status)
+	if m == nil {
+		t.Logf("/proc/%d/status has no THP_enabled line (Linux 5.0 added it): huge pages not checked", pid)
+		return
+	}
+	if string(m[1]) != "0" {
+		t.Errorf("skbstat runs with THP_enabled: %s, want 0", m[1])
+	}
 }
 
 // readyLine is what skbstat -v prints once everything is attached.
