@@ -141,11 +141,8 @@ func (r *renderer) sectionsOf(c progs.Counts) []output.Section {
 
 // learn tells the symbols every address this interval names: the frames of
 // the stacks not printed in the last interval, and every location. An
-// interval without stacks names nothing, and does not wait for the symbols.
+// interval that names nothing new does not wait for the symbols.
 func (r *renderer) learn(stacks []progs.StackCount) {
-	if len(stacks) == 0 {
-		return
-	}
 	var addrs []uint64
 	for _, st := range stacks {
 		if st.Location != 0 {
@@ -154,6 +151,9 @@ func (r *renderer) learn(stacks []progs.StackCount) {
 		if _, printed := r.frames[newFrameKey(st)]; !printed && !r.byLocation {
 			addrs = append(addrs, st.PCs...)
 		}
+	}
+	if len(addrs) == 0 {
+		return
 	}
 	if err := r.symbols().Learn(addrs); err != nil && !r.namesFailed {
 		r.namesFailed = true

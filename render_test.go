@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"regexp"
 	"slices"
 	"strings"
@@ -167,5 +168,43 @@ func TestFramesByStack(t *testing.T) {
 	}
 	if _, ok := r.frames[newFrameKey(udp)]; ok {
 		t.Error("a stack absent from the last interval is still cached")
+	}
+}
+
+// learnings is a Symbols that records what it is told to learn.
+type learnings struct {
+	kallsyms.Symbols
+	told [][]uint64
+}
+
+func (l *learnings) Learn(addrs []uint64) error {
+	l.told = append(l.told, addrs)
+	return nil
+}
+
+// An interval learns the frames of the stacks it has not printed before,
+// and the locations; one with nothing new does not ask the symbols at all
+// (they may still be in the making).
+func TestLearnOnlyNew(t *testing.T) {
+	syms := &learnings{Symbols: symbols(t, x86Symbols)}
+	r := &renderer{sections: []progs.Section{progs.Drop, progs.Consume}, warn: io.Discard, syms: syms}
+	stack := progs.StackCount{Section: progs.Drop, PCs: x86Raw, Count: 3}
+	located := progs.StackCount{Section: progs.Consume, PCs: x86Raw, Location: x86Location, Count: 1}
+	for i, step := range []struct {
+		stacks []progs.StackCount
+		want   [][]uint64
+	}{
+		{[]progs.StackCount{stack}, [][]uint64{x86Raw}},
+		{[]progs.StackCount{stack}, nil}, // printed in the interval before
+		{nil, nil},
+		{[]progs.StackCount{stack}, [][]uint64{x86Raw}}, // forgotten after an interval without it
+		{[]progs.StackCount{located}, [][]uint64{append([]uint64{x86Location}, x86Raw...)}},
+		{[]progs.StackCount{located}, [][]uint64{{x86Location}}},
+	} {
+		syms.told = nil
+		r.sectionsOf(progs.Counts{Stacks: step.stacks})
+		if !slices.EqualFunc(syms.told, step.want, slices.Equal) {
+			t.Errorf("interval %d learnt %x, want %x", i+1, syms.told, step.want)
+		}
 	}
 }

@@ -243,6 +243,8 @@ func startCommand(t *testing.T, argv []string) *run {
 	return r
 }
 
+var thpLineRE = regexp.MustCompile(`(?m)^THP_enabled:\s*(\d+)$`)
+
 // checkNoHugePages fails unless skbstat turned transparent huge pages off
 // for itself (internal/nothp), as its peak RSS in THP-always kernels needs.
 func checkNoHugePages(t *testing.T, pid int) {
@@ -251,7 +253,7 @@ func checkNoHugePages(t *testing.T, pid int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile(`(?m)^THP_enabled:\s*(\d+)$`).FindSubmatch(status)
+	m := thpLineRE.FindSubmatch(status)
 	if m == nil {
 		t.Logf("/proc/%d/status has no THP_enabled line (Linux 5.0 added it): huge pages not checked", pid)
 		return
