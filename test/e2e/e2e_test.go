@@ -9,8 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -545,5 +547,45 @@ func TestDumpBPF(t *testing.T) {
 		if !strings.Contains(text, want) {
 			t.Errorf("--dump-bpf output lacks %q:\n%s", want, text)
 		}
+	}
+	checkDumpHeaders(t, text)
+}
+
+var (
+	dumpHeaderRE = regexp.MustCompile(`^; (\S+) \([^)]+\): (\d+) instructions(?:, (\d+) run by a packet the last condition rejects)?$`)
+	dumpInsnRE   = regexp.MustCompile(`^\s+\d+: `)
+)
+
+// checkDumpHeaders fails unless each program's header in a --dump-bpf of a
+// filter counts the instructions listed under it, and the run of a packet
+// the filter rejects as shorter than that.
+func checkDumpHeaders(t *testing.T, dump string) {
+	t.Helper()
+	var name string
+	var said, listed int
+	end := func() {
+		if name != "" && listed != said {
+			t.Errorf("--dump-bpf: %s: header says %d instructions, %d listed", name, said, listed)
+		}
+	}
+	for line := range strings.Lines(dump) {
+		line = strings.TrimSuffix(line, "\n")
+		if m := dumpHeaderRE.FindStringSubmatch(line); m != nil {
+			end()
+			name, listed = m[1], 0
+			said, _ = strconv.Atoi(m[2])
+			rejected, _ := strconv.Atoi(m[3])
+			if rejected <= 0 || rejected >= said {
+				t.Errorf("--dump-bpf: %q: want the run of a rejected packet, shorter than the program", line)
+			}
+			continue
+		}
+		if dumpInsnRE.MatchString(line) {
+			listed++
+		}
+	}
+	end()
+	if name == "" {
+		t.Errorf("--dump-bpf: no program header:\n%s", dump)
 	}
 }
