@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf/asm"
+
+	"github.com/skbstat/skbstat/filter"
 )
 
 // TestShortestRunThrough counts the instructions of known runs: a jump by
@@ -29,6 +31,60 @@ func TestShortestRunThrough(t *testing.T) {
 	} {
 		if got := g.shortestRunThrough(c.via); got != c.want {
 			t.Errorf("shortest run through %d: %d instructions, want %d", c.via, got, c.want)
+		}
+	}
+}
+
+// TestIPv4SkipsIPv6Code checks, in every program of a filter for both
+// families, that an IPv4 packet runs none of the IPv6 header's code (its
+// extension header walk included): only the family dispatch jumps into it,
+// at its start, and no other instruction leads into it.
+func TestIPv4SkipsIPv6Code(t *testing.T) {
+	l := kernelLayout(t)
+	f, err := filter.Parse(filter.Options{Proto: "udp", Dport: "53"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Layout: l, Filter: f, Drop: true, Consume: true, Ingress: true, Egress: true}
+	pl, err := newPlan(cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := numberRows(pl.probes)
+	for _, p := range pl.probes {
+		h, err := firstHook(p)
+		if err != nil {
+			continue // not on this kernel: newPlan said so
+		}
+		g, err := program(p, h, cfg, rows)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start, end := -1, -1
+		for i, ins := range g.insns {
+			switch ins.Symbol() {
+			case "exit_filter_ipv6":
+				start = i
+			case "exit_filter_transport":
+				end = i
+			}
+		}
+		if start < 0 || end < start {
+			t.Fatalf("%s: no IPv6 code before the transport's (%d, %d):\n%v", p.name, start, end, g.insns)
+		}
+		var entries []int
+		for i, next := range newInstructionGraph(g.insns) {
+			for _, n := range next {
+				if (i < start || i >= end) && n >= start && n < end {
+					entries = append(entries, i)
+					if n != start || g.insns[i].Reference() != "exit_filter_ipv6" {
+						t.Errorf("%s: instruction %d (%v) leads into the IPv6 code at %d", p.name, i, g.insns[i], n)
+					}
+				}
+			}
+		}
+		if len(entries) != 1 {
+			t.Errorf("%s: %d ways into the IPv6 code (instructions %v), want the family dispatch alone", p.name, len(entries), entries)
 		}
 	}
 }
