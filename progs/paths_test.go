@@ -1,6 +1,8 @@
 package progs
 
 import (
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf/asm"
@@ -87,4 +89,84 @@ func TestIPv4SkipsIPv6Code(t *testing.T) {
 			t.Errorf("%s: %d ways into the IPv6 code (instructions %v), want the family dispatch alone", p.name, len(entries), entries)
 		}
 	}
+}
+
+// TestOneReadForHeaderAndPorts checks, at every tracepoint hook this kernel
+// offers, that a packet reaches the port condition with one read for its
+// IP header and ports together (none where the program loads the packet
+// directly), after one copy of the sk_buff's fields where loads are not
+// typed: the fewest bpf_probe_read_kernel calls of any run to it.
+func TestOneReadForHeaderAndPorts(t *testing.T) {
+	l := kernelLayout(t)
+	f, err := filter.Parse(filter.Options{Daddr: "10.9.9.9", Proto: "udp", Dport: "53"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Layout: l, Filter: f, Drop: true, Ingress: true, Egress: true}
+	pl, err := newPlan(cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := numberRows(pl.probes)
+	for _, p := range pl.probes {
+		for _, resolve := range p.hooks {
+			h, err := resolve()
+			if err != nil {
+				continue // not offered here
+			}
+			g, err := program(p, h, cfg, rows)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tp := h.(tracepointHook)
+			want := 0
+			if !tp.typed {
+				want++ // the sk_buff's fields
+			}
+			if !tp.packet {
+				want++ // the header and ports
+			}
+			ports := slices.IndexFunc(g.insns, func(ins asm.Instruction) bool {
+				return ins.Source() != nil && strings.Contains(ins.Source().String(), "filter: ports")
+			})
+			if ports < 0 {
+				t.Fatalf("%s, %s: no port condition:\n%v", p.name, h.mechanism(), g.insns)
+			}
+			if got := fewestReads(g.insns, ports); got != want {
+				t.Errorf("%s, %s: %d bpf_probe_read_kernel calls to the port condition, want %d:\n%v", p.name, h.mechanism(), got, want, g.insns)
+			}
+		}
+	}
+}
+
+// fewestReads is the fewest bpf_probe_read_kernel calls of any run from the
+// first instruction to instruction to (a 0-1 breadth-first search).
+func fewestReads(insns asm.Instructions, to int) int {
+	g := newInstructionGraph(insns)
+	reads := make([]int, len(g))
+	for i := range reads {
+		reads[i] = -1
+	}
+	weight := func(i int) int {
+		if insns[i].IsBuiltinCall() && asm.BuiltinFunc(insns[i].Constant) == asm.FnProbeReadKernel {
+			return 1
+		}
+		return 0
+	}
+	reads[0] = weight(0)
+	for deque := []int{0}; len(deque) > 0; {
+		i := deque[0]
+		deque = deque[1:]
+		for _, n := range g[i] {
+			if r := reads[i] + weight(n); reads[n] < 0 || r < reads[n] {
+				reads[n] = r
+				if weight(n) == 0 {
+					deque = append([]int{n}, deque...)
+				} else {
+					deque = append(deque, n)
+				}
+			}
+		}
+	}
+	return reads[to]
 }
